@@ -1,0 +1,55 @@
+"""The model file: everything predict needs, loadable with `torch.load(weights_only=True)`."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imgpipe.errors import UserError
+from imgpipe.models import create_model
+from imgpipe.outputs import atomic_file
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild the model and feed it: stored beside the weights."""
+
+    model: str
+    classes: list[str]
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+
+
+def save_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:
+    """Write the model file atomically (plain types and tensors only, no pickled classes)."""
+    payload = {"format": FORMAT_VERSION, **asdict(spec), "state_dict": state_dict, **extra}
+    with atomic_file(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the trained model (in eval mode) and its spec from a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; run the train stage first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a loadable imgpipe model file ({first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise UserError(f"{path}: not an imgpipe model file (format {FORMAT_VERSION}); retrain it")
+    spec = ModelSpec(**{k: payload[k] for k in ModelSpec.__dataclass_fields__})
+    model = create_model(
+        spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size
+    )
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), spec

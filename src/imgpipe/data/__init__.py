@@ -1,0 +1,1 @@
+"""Data handling: sources (download), the image reader, augmentation and splitting."""

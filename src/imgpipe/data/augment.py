@@ -1,0 +1,104 @@
+"""The augment stage: every original image plus rotated, inverted and sheared copies.
+
+Each output is recorded in `manifest.csv` with its class, its source image and the
+transform that made it, so the split stage can keep all copies of a source together.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from imgpipe.data.readers import list_images, open_image
+from imgpipe.errors import UserError
+from imgpipe.outputs import atomic_dir
+from imgpipe.params import AugmentParams
+from imgpipe.progress import progress
+
+MANIFEST = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class Variant:
+    suffix: str  # appended to the file stem
+    transform: str  # recorded in the manifest
+    apply: Callable[[Image.Image], Image.Image]
+
+
+def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> pd.DataFrame:
+    """Write originals and variants of every image under `raw/<class>/` to `out`.
+
+    Returns the manifest: one row per output with `path`, `label`, `source`, `transform`
+    (paths relative to `out` and `raw`).
+    """
+    raw, out = Path(raw), Path(out)
+    images = list_images(raw)
+    if not images:
+        raise UserError(f"{raw}: no images to augment; run the download stage first")
+    rows = []
+    with atomic_dir(out) as tmp:
+        for image in progress(images, desc="augment"):
+            rel = image.relative_to(raw)
+            label = rel.parts[0]
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image, dest)  # the original, byte for byte
+            rows.append((rel.as_posix(), label, rel.as_posix(), "original"))
+            rng = np.random.default_rng([seed, zlib.crc32(rel.as_posix().encode())])
+            original = open_image(image)
+            for variant in variants(params, rng):
+                name = f"{rel.stem}__{variant.suffix}.png"
+                variant.apply(original).save(dest.with_name(name))
+                rows.append(((rel.parent / name).as_posix(), label, rel.as_posix(), variant.transform))
+        manifest = pd.DataFrame(rows, columns=["path", "label", "source", "transform"])
+        manifest.to_csv(tmp / MANIFEST, index=False)
+    return manifest
+
+
+def variants(params: AugmentParams, rng: np.random.Generator) -> list[Variant]:
+    """The transforms applied to one image; random ones draw from `rng` (seeded per image)."""
+    out = [
+        Variant(f"rot{angle:g}", f"rotate({angle:g})", lambda img, a=angle: rotate(img, a))
+        for angle in params.rotations
+    ]
+    if params.invert:
+        out.append(Variant("invert", "invert", ImageOps.invert))
+    if params.shear > 0:
+        angle = float(rng.uniform(-params.shear, params.shear))
+        out.append(Variant("shear", f"shear({angle:.2f})", lambda img: shear(img, angle)))
+    return out
+
+
+def background(img: Image.Image) -> int | tuple[int, ...]:
+    """The median colour of the image border, used to fill corners uncovered by a transform."""
+    arr = np.asarray(img)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])  # (N,) or (N, C)
+    median = np.median(border, axis=0).round().astype(int)
+    return int(median) if median.ndim == 0 else tuple(median.tolist())
+
+
+def rotate(img: Image.Image, degrees: float) -> Image.Image:
+    """Rotate counter-clockwise about the centre, keeping the size."""
+    return img.rotate(degrees, resample=Image.Resampling.BILINEAR, fillcolor=background(img))
+
+
+def shear(img: Image.Image, degrees: float) -> Image.Image:
+    """Horizontal shear about the image centre, keeping the size."""
+    k = math.tan(math.radians(degrees))
+    cy = img.height / 2
+    # Output (x, y) samples input (x + k*(y - cy), y).
+    return img.transform(
+        img.size,
+        Image.Transform.AFFINE,
+        (1, k, -k * cy, 0, 1, 0),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=background(img),
+    )

@@ -1,0 +1,175 @@
+"""Typed, validated view of `params.yaml`: one frozen dataclass per section.
+
+`load_params(path)` builds them once, rejects unknown keys and wrong types, and names the
+offending key and what is allowed. Library code takes these objects, never a raw dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imgpipe.errors import UserError
+
+
+@dataclass(frozen=True)
+class DataParams:
+    # `builtin:digits`, a local folder with one sub-folder per class, or an
+    # http(s):// or file:// URL of a .zip/.tar/.tar.gz/.tgz archive.
+    source: str = "builtin:digits"
+    sha256: str | None = None  # expected checksum of a downloaded archive
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    size: int = 32  # images are resized to size x size
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    normalize: bool = True  # standardise with the training split's per-channel mean/std
+
+    def __post_init__(self) -> None:
+        _require(self.channels in (1, 3), "image.channels", self.channels, "1 or 3")
+        _require(self.size >= 8, "image.size", self.size, "an integer >= 8")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    rotations: tuple[float, ...] = (-15.0, 15.0)  # one rotated copy per angle, degrees
+    invert: bool = False  # add a colour-inverted copy of every image
+    shear: float = 25.0  # one copy sheared by a random angle in +-shear degrees; 0 = off
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.shear < 90, "augment.shear", self.shear, "degrees in [0, 90)")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    eval_augmented: bool = False  # keep augmented copies in val/test too
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, f"split.{name}", value, "a fraction in [0, 1]")
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise UserError(
+                f"params: split.train + split.val + split.test = {total:g}; they must sum to 1"
+            )
+        _require(self.train > 0, "split.train", self.train, "a fraction > 0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # see imgpipe.training.OPTIMIZERS
+    weight_decay: float = 0.0
+    log_every: int = 10  # log the batch loss every N batches
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    input: str | None = None  # a folder of images; null = the test split's images
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    model: str = "cnn"  # see imgpipe.models.list_models()
+    data: DataParams = field(default_factory=DataParams)
+    image: ImageParams = field(default_factory=ImageParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    predict: PredictParams = field(default_factory=PredictParams)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every problem is a one-line `UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    try:
+        return build(Params, raw or {}, prefix="")
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"'{where}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown key '{prefix}{unknown[0]}'; allowed keys in {where}: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
+    try:
+        return cls(**values)
+    except UserError as err:
+        raise UserError(str(err).removeprefix("params: ")) from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value if value is not None else {}, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(inner, value, key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"'{key}' must be a list, got {value!r}")
+        (inner, _) = typing.get_args(hint)
+        return tuple(_convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"'{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"'{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"'{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"'{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {hint!r} for {key}")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UserError(f"params: '{key}' is {value!r}; allowed: {allowed}")

@@ -1,0 +1,32 @@
+"""Augment stage: copy every original image and add rotated, inverted and sheared variants.
+
+    python stages/augment.py --params params.yaml --raw data/raw --out data/augmented
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.data.augment import augment_dataset
+from imgpipe.params import load_params
+
+app = make_app(__doc__)
+
+
+@app.command()
+@reports_user_errors
+def main(
+    params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `augment`.")] = Path("params.yaml"),
+    raw: Annotated[Path, typer.Option(help="Images from the download stage.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Folder for originals, variants and manifest.csv.")] = Path("data/augmented"),
+) -> None:
+    p = load_params(params)
+    manifest = augment_dataset(raw, out, p.augment, seed=p.seed)
+    originals = int((manifest["transform"] == "original").sum())
+    print(f"augment: {originals} originals -> {len(manifest)} images in {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,31 @@
+"""Evaluate stage: test-split accuracy, macro precision/recall/F1, per-class table, confusion matrix.
+
+    python stages/evaluate.py --model models/model.pt --annotations data/annotations.csv \
+        --images data/augmented --out metrics/evaluate
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.evaluation import evaluate
+
+app = make_app(__doc__)
+
+
+@app.command()
+@reports_user_errors
+def main(
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
+    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, per_class.csv, confusion.json.")] = Path("metrics/evaluate"),
+) -> None:
+    metrics = evaluate(model, annotations, images, out)
+    print("evaluate: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,35 @@
+"""Predict stage: the class name and its probability for every image in `predict.input`.
+
+    python stages/predict.py --params params.yaml --model models/model.pt \
+        --out predictions/predictions.tsv
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.params import load_params
+from imgpipe.prediction import images_to_predict, predict
+
+app = make_app(__doc__)
+
+
+@app.command()
+@reports_user_errors
+def main(
+    params: Annotated[Path, typer.Option(help="Params file; reads `predict`.")] = Path("params.yaml"),
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    annotations: Annotated[Path, typer.Option(help="Annotation file (used when predict.input is null).")] = Path("data/annotations.csv"),
+    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="TSV file to write.")] = Path("predictions/predictions.tsv"),
+) -> None:
+    p = load_params(params)
+    paths = images_to_predict(p.predict.input, annotations, images)
+    table = predict(model, paths, out)
+    print(f"predict: {len(table)} images -> {out}")
+
+
+if __name__ == "__main__":
+    app()

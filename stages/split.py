@@ -1,0 +1,34 @@
+"""Split stage: write the annotation file (path, label, source, transform, split).
+
+    python stages/split.py --params params.yaml --augmented data/augmented \
+        --out data/annotations.csv --metrics metrics/split
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.data.split import write_split
+from imgpipe.params import load_params
+
+app = make_app(__doc__)
+
+
+@app.command()
+@reports_user_errors
+def main(
+    params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `split`.")] = Path("params.yaml"),
+    augmented: Annotated[Path, typer.Option(help="Output of the augment stage.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="Annotation file to write.")] = Path("data/annotations.csv"),
+    metrics: Annotated[Path, typer.Option(help="Folder for class counts per split.")] = Path("metrics/split"),
+) -> None:
+    p = load_params(params)
+    table = write_split(augmented, out, metrics, p.split, seed=p.seed)
+    sizes = table["split"].value_counts()
+    print("split: " + ", ".join(f"{s} {sizes.get(s, 0)}" for s in ("train", "val", "test")) + f" -> {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,34 @@
+"""Train stage: fit `model` on the train split and keep the best epoch by validation accuracy.
+
+    python stages/train.py --params params.yaml --annotations data/annotations.csv \
+        --images data/augmented --out models/model.pt --metrics metrics/train
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.params import load_params
+from imgpipe.training import train
+
+app = make_app(__doc__)
+
+
+@app.command()
+@reports_user_errors
+def main(
+    params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `image`, `train`.")] = Path("params.yaml"),
+    annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
+    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="Model file to write.")] = Path("models/model.pt"),
+    metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
+) -> None:
+    p = load_params(params)
+    best = train(p.model, p.image, p.train, p.seed, annotations, images, out, metrics)
+    print(f"train: best epoch {best['epoch']} (val/accuracy {best['val/accuracy']:.4f}) -> {out}")
+
+
+if __name__ == "__main__":
+    app()
