@@ -1,0 +1,82 @@
+"""End to end: the real `dvc` CLI runs the six stages in a temporary git repo on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import make_project, run, tiny_overrides
+
+STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+
+
+def ran(output: str) -> set[str]:
+    return {s for s in STAGES if f"Running stage '{s}'" in output}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from conftest import write_shapes_dataset
+
+    root = tmp_path_factory.mktemp("e2e")
+    source = write_shapes_dataset(root / "shapes", per_class=10)
+    repo = make_project(root / "repo", tiny_overrides(source))
+    first = run(["dvc", "repro"], repo)
+    assert ran(first.stdout) == set(STAGES), first.stdout
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first run"], repo)
+    return repo
+
+
+def test_repro_from_clean_writes_every_output(project: Path):
+    metrics = json.loads((project / "metrics/evaluate/metrics.json").read_text())
+    assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+    predictions = pd.read_csv(project / "predictions/predictions.tsv", sep="\t", dtype=str)
+    annotations = pd.read_csv(project / "data/annotations.csv", dtype=str)
+    assert len(predictions) == (annotations["split"] == "test").sum()
+    assert set(predictions["label"]) <= {"circle", "cross", "square"}  # names, never indices
+    assert predictions["probability"].astype(float).between(0, 1).all()
+
+    checkpoint = torch.load(project / "models/model.pt", weights_only=True)
+    assert checkpoint["classes"] == ["circle", "cross", "square"]
+    assert checkpoint["model"] == "cnn" and checkpoint["image_size"] == 28
+
+    train_metrics = json.loads((project / "metrics/train/metrics.json").read_text())
+    assert train_metrics["epoch"] == 2
+    assert set(train_metrics["val"]) == {"loss", "accuracy", "f1_macro"}
+    assert (project / "metrics/train/plots/metrics/train/batch_loss.tsv").is_file()
+    # Outputs belong to DVC, not git.
+    tracked = run(["git", "ls-files"], project).stdout.split()
+    assert not [f for f in tracked if f.startswith(("data/", "models/", "metrics/", "predictions/"))]
+
+
+def test_second_repro_runs_nothing(project: Path):
+    second = run(["dvc", "repro"], project)
+    assert ran(second.stdout) == set(), second.stdout
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_plots_render_confusion_matrix_with_class_names(project: Path):
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    confusion = json.dumps(shown["data"]["Confusion matrix (test)"])
+    for name in ("circle", "cross", "square"):
+        assert f'"actual": "{name}"' in confusion
+    assert "Images per class and split" in shown["data"]
+
+
+def test_exp_run_model_reruns_only_model_stages(project: Path):
+    exp = run(["dvc", "exp", "run", "-S", "model=mlp"], project)
+    assert ran(exp.stdout) == {"train", "evaluate", "predict"}, exp.stdout
+
+    show = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    text = json.dumps(show)
+    assert '"model": "mlp"' in text and "f1_macro" in text
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
+    assert "metrics/train/metrics.json" in diff, diff
