@@ -42,14 +42,20 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
         raise UserError(f"{path}: model file not found; run the train stage first")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a loadable imgpipe model file ({first_line})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+    except pickle.UnpicklingError:
+        # weights_only refuses pickled code: the file was not written by imgpipe.
+        raise UserError(f"{path}: not a loadable imgpipe model file (it needs pickle, refused for safety); retrain it") from None
+    except Exception as err:  # torch.load raises many types on garbage bytes
+        raise UserError(f"{path}: not a loadable imgpipe model file ({type(err).__name__}); retrain it") from None
+    fields = list(ModelSpec.__dataclass_fields__) + ["state_dict"]
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or not set(fields) <= set(payload):
         raise UserError(f"{path}: not an imgpipe model file (format {FORMAT_VERSION}); retrain it")
     spec = ModelSpec(**{k: payload[k] for k in ModelSpec.__dataclass_fields__})
     model = create_model(
         spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size
     )
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise UserError(f"{path}: weights do not fit model '{spec.model}' as defined now; retrain it") from None
     return model.eval(), spec

@@ -10,11 +10,11 @@ from dvclive import Live
 
 from imgpipe.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
+from imgpipe.data.tensors import load_split
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics, confusion_counts, per_class_table
 from imgpipe.outputs import atomic_dir
-from imgpipe.training import load_split
 
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict[str, float]:

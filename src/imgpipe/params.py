@@ -7,6 +7,7 @@ offending key and what is allowed. Library code takes these objects, never a raw
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" (line {mark.line + 1})" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}") from None
     try:
-        return build(Params, raw or {}, prefix="")
+        return build(Params, {} if raw is None else raw, prefix="")
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
 
@@ -123,7 +124,7 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise UserError(f"'{where}' must be a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be ints or bools
     if unknown:
         raise UserError(
             f"unknown key '{prefix}{unknown[0]}'; allowed keys in {where}: {', '.join(fields)}"
@@ -160,14 +161,25 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise UserError(f"'{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-3` as a string
+            value = _parse_float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"'{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"'{key}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise UserError(f"'{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported params type {hint!r} for {key}")
+
+
+def _parse_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:

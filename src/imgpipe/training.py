@@ -5,18 +5,16 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from dvclive import Live
 from torch import nn
 
 from imgpipe.checkpoint import ModelSpec, save_checkpoint
 from imgpipe.data.annotations import class_names, read_annotations
-from imgpipe.data.tensors import channel_stats, load_images, to_model_input
+from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_model_input
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics
@@ -31,12 +29,6 @@ OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], TrainParams], torch.opti
 }
 
 
-@dataclass(frozen=True)
-class LabelledImages:
-    images: torch.Tensor  # (N, C, H, W) uint8
-    targets: torch.Tensor  # (N,) int64 class indices
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -49,15 +41,6 @@ def create_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optim
             f"params: train.optimizer '{params.optimizer}' is unknown; choose one of: {', '.join(OPTIMIZERS)}"
         )
     return OPTIMIZERS[params.optimizer](model.parameters(), params)
-
-
-def load_split(table: pd.DataFrame, split: str, images_root: Path, classes: list[str], size: int, channels: int):
-    """Decode the images of one split of the annotation table into memory."""
-    rows = table[table["split"] == split]
-    index = {name: i for i, name in enumerate(classes)}
-    images = load_images([Path(images_root) / p for p in rows["path"]], size, channels, desc=split)
-    targets = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
-    return LabelledImages(images, targets)
 
 
 def train_one_epoch(model, optimizer, data: LabelledImages, mean, std, batch_size, generator, on_batch) -> float:

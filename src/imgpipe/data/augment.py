@@ -28,7 +28,7 @@ MANIFEST = "manifest.csv"
 
 @dataclass(frozen=True)
 class Variant:
-    suffix: str  # appended to the file stem
+    folder: str  # outputs go to <folder>/<class>/<name>.png
     transform: str  # recorded in the manifest
     apply: Callable[[Image.Image], Image.Image]
 
@@ -46,21 +46,27 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
     rows = []
     with atomic_dir(out) as tmp:
         for image in progress(images, desc="augment"):
-            rel = image.relative_to(raw)
-            label = rel.parts[0]
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(image, dest)  # the original, byte for byte
-            rows.append((rel.as_posix(), label, rel.as_posix(), "original"))
-            rng = np.random.default_rng([seed, zlib.crc32(rel.as_posix().encode())])
+            rel = image.relative_to(raw)  # <class>/<name>
+            source, label = rel.as_posix(), rel.parts[0]
+            copy = Path("original") / rel
+            _write(tmp / copy, lambda dest: shutil.copyfile(image, dest))  # byte for byte
+            rows.append((copy.as_posix(), label, source, "original"))
+            rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
             original = open_image(image)
             for variant in variants(params, rng):
-                name = f"{rel.stem}__{variant.suffix}.png"
-                variant.apply(original).save(dest.with_name(name))
-                rows.append(((rel.parent / name).as_posix(), label, rel.as_posix(), variant.transform))
+                # <transform>/<class>/<name>.png keeps every output name unique, whatever the
+                # source names (a.png beside a.jpg, or a source already named like a variant).
+                path = Path(variant.folder) / f"{rel}.png"
+                _write(tmp / path, variant.apply(original).save)
+                rows.append((path.as_posix(), label, source, variant.transform))
         manifest = pd.DataFrame(rows, columns=["path", "label", "source", "transform"])
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
+
+
+def _write(dest: Path, save: Callable[[Path], object]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save(dest)
 
 
 def variants(params: AugmentParams, rng: np.random.Generator) -> list[Variant]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from imgpipe.data.readers import load_pixels
@@ -39,3 +41,20 @@ def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    targets: torch.Tensor  # (N,) int64 class indices
+
+
+def load_split(
+    table: pd.DataFrame, split: str, images_root: Path, classes: list[str], size: int, channels: int
+) -> LabelledImages:
+    """Decode the images of one split of the annotation table into memory."""
+    rows = table[table["split"] == split]
+    index = {name: i for i, name in enumerate(classes)}
+    images = load_images([Path(images_root) / p for p in rows["path"]], size, channels, desc=split)
+    targets = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
+    return LabelledImages(images, targets)

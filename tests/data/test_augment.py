@@ -1,0 +1,160 @@
+"""The augment stage: originals plus rotated, inverted and sheared copies, with a manifest."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from imgpipe.data.augment import MANIFEST, augment_dataset
+from imgpipe.errors import UserError
+from imgpipe.params import AugmentParams
+
+from conftest import write_shapes_dataset
+
+PARAMS = AugmentParams(rotations=(-15.0, 15.0), invert=True, shear=25.0)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def image_paths(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+
+
+@pytest.fixture
+def small_raw(tmp_path: Path) -> Path:
+    return write_shapes_dataset(tmp_path / "raw", per_class=3, size=28)
+
+
+def test_manifest_has_original_and_one_row_per_transform(tmp_path, small_raw):
+    out = tmp_path / "augmented"
+    manifest = augment_dataset(small_raw, out, PARAMS, seed=0)
+
+    assert list(manifest.columns) == ["path", "label", "source", "transform"]
+    sources = image_paths(small_raw)
+    assert len(sources) == 9
+    assert len(manifest) == 9 * (1 + 2 + 1 + 1)
+    assert sorted(manifest["source"].unique()) == sources
+
+    for source, rows in manifest.groupby("source"):
+        label = source.split("/")[0]
+        assert set(rows["label"]) == {label}
+        by_transform = dict(zip(rows["transform"], rows["path"], strict=True))
+        shear_name = next(t for t in by_transform if t.startswith("shear("))
+        assert re.fullmatch(r"shear\(-?\d+\.\d\d\)", shear_name)
+        assert abs(float(shear_name[6:-1])) <= 25.0
+        assert by_transform == {
+            "original": f"original/{source}",
+            "rotate(-15)": f"rot-15/{source}.png",
+            "rotate(15)": f"rot15/{source}.png",
+            "invert": f"invert/{source}.png",
+            shear_name: f"shear/{source}.png",
+        }
+
+    # Every manifest path exists, and every written image is in the manifest exactly once.
+    assert manifest["path"].is_unique
+    assert image_paths(out) == sorted(manifest["path"])
+    on_disk = pd.read_csv(out / MANIFEST, dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(on_disk, manifest.astype(str))
+
+
+def test_only_requested_transforms_are_made(tmp_path, small_raw):
+    manifest = augment_dataset(small_raw, tmp_path / "out", AugmentParams(rotations=(), invert=False, shear=0.0), seed=0)
+    assert set(manifest["transform"]) == {"original"}
+    assert len(manifest) == 9
+
+    manifest = augment_dataset(small_raw, tmp_path / "out", AugmentParams(rotations=(7.5,), invert=False, shear=0.0), seed=0)
+    assert sorted(manifest["transform"].value_counts().items()) == [("original", 9), ("rotate(7.5)", 9)]
+    assert (tmp_path / "out" / "rot7.5" / "circle" / "circle_00.png.png").is_file()
+
+
+def test_same_seed_gives_byte_identical_outputs(tmp_path, small_raw):
+    a = augment_dataset(small_raw, tmp_path / "a", PARAMS, seed=7)
+    b = augment_dataset(small_raw, tmp_path / "b", PARAMS, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_another_seed_gives_another_shear(tmp_path, small_raw):
+    a = augment_dataset(small_raw, tmp_path / "a", PARAMS, seed=1)
+    b = augment_dataset(small_raw, tmp_path / "b", PARAMS, seed=2)
+    shear_a = a[a["transform"].str.startswith("shear(")].set_index("source")["transform"]
+    shear_b = b[b["transform"].str.startswith("shear(")].set_index("source")["transform"]
+    assert (shear_a != shear_b.loc[shear_a.index]).all()
+    # Deterministic transforms do not depend on the seed; the sheared pixels do.
+    files_a, files_b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    for path in files_a:
+        if path.startswith("shear/"):
+            assert files_a[path] != files_b[path], path
+        elif path.endswith(".png"):
+            assert files_a[path] == files_b[path], path
+
+
+def test_shear_angle_differs_between_images(tmp_path, small_raw):
+    manifest = augment_dataset(small_raw, tmp_path / "out", PARAMS, seed=0)
+    shears = manifest.loc[manifest["transform"].str.startswith("shear("), "transform"]
+    assert shears.nunique() == len(shears)  # drawn per image, not one angle for all
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_outputs_have_the_input_size_and_mode(tmp_path, mode):
+    raw = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    for label, size in (("a", (28, 28)), ("b", (40, 24))):
+        (raw / label).mkdir(parents=True)
+        shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(raw / label / "img.png")
+    out = tmp_path / "out"
+    manifest = augment_dataset(raw, out, PARAMS, seed=0)
+    assert len(manifest) == 10
+    for row in manifest.itertuples():
+        with Image.open(out / row.path) as img, Image.open(raw / row.source) as src:
+            assert img.size == src.size, row.path
+            assert img.mode == mode, row.path
+
+
+def test_originals_are_byte_identical_to_raw(tmp_path, small_raw):
+    # A JPEG too: the original is copied, never re-encoded.
+    with Image.open(small_raw / "circle" / "circle_00.png") as img:
+        img.convert("RGB").save(small_raw / "circle" / "photo.jpg", quality=75)
+    out = tmp_path / "out"
+    manifest = augment_dataset(small_raw, out, PARAMS, seed=0)
+    originals = manifest[manifest["transform"] == "original"]
+    assert len(originals) == 10
+    assert (originals["path"] == "original/" + originals["source"]).all()
+    for rel in originals["source"]:
+        assert (out / "original" / rel).read_bytes() == (small_raw / rel).read_bytes(), rel
+
+
+def test_invert_and_rotation_change_pixels_as_expected(tmp_path, small_raw):
+    out = tmp_path / "out"
+    augment_dataset(small_raw, out, AugmentParams(rotations=(90.0,), invert=True, shear=0.0), seed=0)
+    src = np.asarray(Image.open(small_raw / "cross" / "cross_01.png"))
+    inverted = np.asarray(Image.open(out / "invert" / "cross" / "cross_01.png.png"))
+    np.testing.assert_array_equal(inverted, 255 - src)
+    rotated = np.asarray(Image.open(out / "rot90" / "cross" / "cross_01.png.png"))
+    np.testing.assert_array_equal(rotated, np.rot90(src))  # counter-clockwise, square image
+
+
+def test_same_stem_in_one_class_gives_distinct_outputs(tmp_path, small_raw):
+    # `a.png` and `a.jpg` are two different source images; their augmented copies
+    # must not overwrite each other (that would also leak one source into the other's split).
+    with Image.open(small_raw / "square" / "square_00.png") as img:
+        img.convert("RGB").save(small_raw / "circle" / "circle_00.jpg", quality=90)
+    out = tmp_path / "out"
+    manifest = augment_dataset(small_raw, out, PARAMS, seed=0)
+    assert manifest["path"].is_unique, manifest[manifest["path"].duplicated(keep=False)].to_string()
+
+
+def test_empty_raw_folder_is_a_user_error(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(UserError, match="no images to augment; run the download stage first"):
+        augment_dataset(raw, tmp_path / "out", PARAMS, seed=0)
+    assert not (tmp_path / "out").exists()

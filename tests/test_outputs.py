@@ -1,0 +1,123 @@
+"""atomic_dir / atomic_file: a stage output is either the old one or the complete new one."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from imgpipe.outputs import atomic_dir, atomic_file
+
+
+def tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def siblings(target):
+    return sorted(p.name for p in target.parent.iterdir())
+
+
+@pytest.fixture
+def previous(tmp_path):
+    target = tmp_path / "out"
+    (target / "sub").mkdir(parents=True)
+    (target / "a.txt").write_text("old a")
+    (target / "sub" / "b.txt").write_text("old b")
+    return target
+
+
+class Boom(Exception):
+    pass
+
+
+def test_body_error_leaves_previous_target_and_no_temp_folder(previous):
+    with pytest.raises(Boom):
+        with atomic_dir(previous) as tmp:
+            assert tmp.parent == previous.parent
+            assert tmp != previous
+            assert list(tmp.iterdir()) == []
+            (tmp / "a.txt").write_text("new a")
+            (tmp / "half").mkdir()
+            raise Boom("stage failed half way")
+    assert tree(previous) == {"a.txt": b"old a", "sub/b.txt": b"old b"}
+    assert not tmp.exists()
+    assert siblings(previous) == ["out"]
+
+
+def test_keyboard_interrupt_also_cleans_up(previous):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(previous) as tmp:
+            (tmp / "x").write_text("partial")
+            raise KeyboardInterrupt
+    assert tree(previous) == {"a.txt": b"old a", "sub/b.txt": b"old b"}
+    assert siblings(previous) == ["out"]
+
+
+def test_body_error_without_previous_target_creates_nothing(tmp_path):
+    target = tmp_path / "nested" / "out"
+    with pytest.raises(Boom):
+        with atomic_dir(target) as tmp:
+            (tmp / "x").write_text("partial")
+            raise Boom
+    assert not target.exists()
+    assert siblings(target) == []
+
+
+def test_success_replaces_previous_target(previous):
+    with atomic_dir(previous) as tmp:
+        (tmp / "new.txt").write_text("new")
+        (tmp / "deep" / "er").mkdir(parents=True)
+        (tmp / "deep" / "er" / "c.txt").write_text("c")
+        assert tree(previous) == {"a.txt": b"old a", "sub/b.txt": b"old b"}  # untouched until the end
+    assert tree(previous) == {"new.txt": b"new", "deep/er/c.txt": b"c"}  # old files gone, not merged
+    assert not tmp.exists()
+    assert siblings(previous) == ["out"]  # no temp or backup folder left
+
+
+def test_success_creates_missing_target_and_parents(tmp_path):
+    target = tmp_path / "a" / "b" / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "f").write_text("x")
+    assert tree(target) == {"f": b"x"}
+    assert siblings(target) == ["out"]
+
+
+def test_success_replaces_a_file_at_the_target(tmp_path):
+    target = tmp_path / "out"
+    target.write_text("a file")
+    with atomic_dir(target) as tmp:
+        (tmp / "f").write_text("x")
+    assert target.is_dir()
+    assert tree(target) == {"f": b"x"}
+    assert siblings(target) == ["out"]
+
+
+def test_empty_body_gives_empty_target(previous):
+    with atomic_dir(previous):
+        pass
+    assert previous.is_dir()
+    assert list(previous.iterdir()) == []
+
+
+def test_output_folder_gets_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+def test_atomic_file_success_and_failure(tmp_path):
+    target = tmp_path / "sub" / "file.csv"
+    with atomic_file(target) as tmp:
+        tmp.write_text("v1")
+    assert target.read_text() == "v1"
+    with pytest.raises(Boom):
+        with atomic_file(target) as tmp:
+            tmp.write_text("v2 half")
+            raise Boom
+    assert target.read_text() == "v1"
+    assert siblings(target) == ["file.csv"]
