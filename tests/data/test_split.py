@@ -166,7 +166,7 @@ def test_write_split_on_a_real_augmented_folder(tmp_path):
     assert (augmented / on_disk["path"]).map(lambda p: p.is_file()).all()
     summary = json.loads((metrics / "split.json").read_text())
     # 10 sources per class -> 8/1/1; train keeps 3 files per source (original, rotation, shear)
-    assert summary == {"train": 3 * 8 * 3, "val": 3, "test": 3, "classes": 3}
+    assert summary == {"images": {"train": 3 * 8 * 3, "val": 3, "test": 3}, "classes": 3}
     counts = pd.read_csv(metrics / "class_counts.csv")
     assert list(counts.columns) == ["label", "split", "count"]
     assert len(counts) == 9

@@ -75,8 +75,8 @@ def write_split(augmented: Path, annotations_out: Path, metrics_dir: Path, param
     long = counts.stack().rename("count").reset_index()  # rows: label, split, count
     with atomic_dir(metrics_dir) as tmp:
         long.to_csv(tmp / "class_counts.csv", index=False)
-        totals = {split: int(counts[split].sum()) for split in SPLITS}
-        (tmp / "split.json").write_text(json.dumps({**totals, "classes": len(counts)}, indent=2))
+        summary = {"images": {split: int(counts[split].sum()) for split in SPLITS}, "classes": len(counts)}
+        (tmp / "split.json").write_text(json.dumps(summary, indent=2))
         with atomic_file(annotations_out) as tmp_csv:
             annotations.to_csv(tmp_csv, index=False)
     return annotations
