@@ -1,5 +1,6 @@
 """Augment stage: copy every original image and add rotated, inverted and sheared variants.
 
+\b
     python stages/augment.py --params params.yaml --raw data/raw --out data/augmented
 """
 
@@ -12,10 +13,10 @@ from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.data.augment import augment_dataset
 from imgpipe.params import load_params
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `augment`.")] = Path("params.yaml"),

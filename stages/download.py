@@ -1,5 +1,6 @@
 """Download stage: materialise `data.source` as `<out>/<class>/<image>` folders.
 
+\b
     python stages/download.py --params params.yaml --out data/raw
 """
 
@@ -12,10 +13,10 @@ from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.data.sources import download
 from imgpipe.params import load_params
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `data`.")] = Path("params.yaml"),

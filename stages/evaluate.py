@@ -1,6 +1,7 @@
 """Evaluate stage: test-split accuracy, macro precision/recall/F1, per-class table, confusion matrix.
 
-    python stages/evaluate.py --model models/model.pt --annotations data/annotations.csv \
+\b
+    python stages/evaluate.py --model models/model.pt --annotations data/annotations.csv \\
         --images data/augmented --out metrics/evaluate
 """
 
@@ -12,10 +13,10 @@ import typer
 from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.evaluation import evaluate
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),

@@ -1,6 +1,7 @@
 """Predict stage: the class name and its probability for every image in `predict.input`.
 
-    python stages/predict.py --params params.yaml --model models/model.pt \
+\b
+    python stages/predict.py --params params.yaml --model models/model.pt \\
         --out predictions/predictions.tsv
 """
 
@@ -13,10 +14,10 @@ from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.params import load_params
 from imgpipe.prediction import images_to_predict, predict
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `predict`.")] = Path("params.yaml"),

@@ -1,6 +1,7 @@
 """Split stage: write the annotation file (path, label, source, transform, split).
 
-    python stages/split.py --params params.yaml --augmented data/augmented \
+\b
+    python stages/split.py --params params.yaml --augmented data/augmented \\
         --out data/annotations.csv --metrics metrics/split
 """
 
@@ -13,10 +14,10 @@ from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.data.split import write_split
 from imgpipe.params import load_params
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `split`.")] = Path("params.yaml"),

@@ -1,6 +1,7 @@
 """Train stage: fit `model` on the train split and keep the best epoch by validation accuracy.
 
-    python stages/train.py --params params.yaml --annotations data/annotations.csv \
+\b
+    python stages/train.py --params params.yaml --annotations data/annotations.csv \\
         --images data/augmented --out models/model.pt --metrics metrics/train
 """
 
@@ -13,10 +14,10 @@ from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.params import load_params
 from imgpipe.training import train
 
-app = make_app(__doc__)
+app = make_app()
 
 
-@app.command()
+@app.command(help=__doc__)
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `image`, `train`.")] = Path("params.yaml"),

@@ -14,9 +14,9 @@ from imgpipe.errors import UserError
 F = TypeVar("F", bound=Callable[..., None])
 
 
-def make_app(help_text: str) -> typer.Typer:
-    """A single-command Typer app that never prints a traceback for a UserError."""
-    return typer.Typer(help=help_text, add_completion=False, pretty_exceptions_enable=False)
+def make_app() -> typer.Typer:
+    """A Typer app for one stage; the command's help is the stage script's docstring."""
+    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 def reports_user_errors(func: F) -> F:
