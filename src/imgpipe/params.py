@@ -62,7 +62,7 @@ class SplitParams:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise UserError(
-                f"params: split.train + split.val + split.test = {total:g}; they must sum to 1"
+                f"split.train + split.val + split.test = {total:g}; they must sum to 1"
             )
         _require(self.train > 0, "split.train", self.train, "a fraction > 0")
 
@@ -131,10 +131,7 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
         )
     hints = typing.get_type_hints(cls)
     values = {name: _convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
-    try:
-        return cls(**values)
-    except UserError as err:
-        raise UserError(str(err).removeprefix("params: ")) from None
+    return cls(**values)
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
@@ -184,4 +181,4 @@ def _parse_float(text: str) -> float | str:
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise UserError(f"params: '{key}' is {value!r}; allowed: {allowed}")
+        raise UserError(f"'{key}' is {value!r}; allowed: {allowed}")
