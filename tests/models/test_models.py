@@ -76,5 +76,5 @@ def test_unknown_model_lists_the_registered_names():
 
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="model 'cnn' is already registered"):
-        register_model("cnn")(lambda **kwargs: nn.Identity())
+        register_model("cnn", head="fc")(lambda **kwargs: nn.Identity())
     assert list_models() == ["cnn", "mlp", "resnet18"]

@@ -17,7 +17,7 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@register_model("cnn")
+@register_model("cnn", head="8")
 def cnn(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Three conv blocks, global average pooling, one hidden linear layer."""
     return nn.Sequential(

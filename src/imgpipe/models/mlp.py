@@ -16,7 +16,7 @@ def make_mlp(in_features: int, hidden: list[int], num_classes: int) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-@register_model("mlp")
+@register_model("mlp", head="11")
 def mlp(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Six fully connected layers with ReLU between them."""
     return make_mlp(in_channels * image_size * image_size, [512, 256, 256, 128, 64], num_classes)

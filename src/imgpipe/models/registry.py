@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
+from torchvision.models import WeightsEnum
 
 from imgpipe.errors import UserError
 
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register `factory(num_classes, in_channels, image_size) -> nn.Module`."""
+@dataclass(frozen=True)
+class ModelEntry:
+    build: ModelFactory  # (num_classes, in_channels, image_size) -> nn.Module
+    head: str  # dotted path of the final classifier nn.Linear, e.g. "fc" or "classifier.3"
+    weights: WeightsEnum | None = None  # torchvision ImageNet weights for train.pretrained=imagenet
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, head: str, weights: WeightsEnum | None = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register `factory(*, num_classes, in_channels, image_size) -> nn.Module`.
+
+    `head` names the output layer (replaced for pretrained weights, the only part trained
+    with `train.freeze: backbone`); `weights` enables `train.pretrained: imagenet`.
+    """
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         if name in _MODELS:
             raise ValueError(f"model '{name}' is already registered")
-        _MODELS[name] = factory
+        _MODELS[name] = ModelEntry(factory, head, weights)
         return factory
 
     return wrap
@@ -28,8 +43,13 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """Build a registered model; an unknown name is a `UserError` listing the valid ones."""
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry; an unknown name is a `UserError` listing the valid ones."""
     if name not in _MODELS:
         raise UserError(f"params: model '{name}' is not registered; choose one of: {', '.join(list_models())}")
-    return _MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return _MODELS[name]
+
+
+def create_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """Build a registered model with freshly initialised weights."""
+    return get_model_entry(name).build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)

@@ -18,7 +18,7 @@ def with_input_channels(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-@register_model("resnet18")
+@register_model("resnet18", head="fc", weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
 def resnet18(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """torchvision's ResNet18, from scratch (random init)."""
     return with_input_channels(torchvision.models.resnet18(weights=None, num_classes=num_classes), in_channels)
