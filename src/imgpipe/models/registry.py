@@ -16,7 +16,7 @@ ModelFactory = Callable[..., nn.Module]
 @dataclass(frozen=True)
 class ModelEntry:
     build: ModelFactory  # (num_classes, in_channels, image_size) -> nn.Module
-    head: str  # dotted path of the final classifier nn.Linear, e.g. "fc" or "classifier.3"
+    head: str  # dotted path of the final classifier nn.Linear, e.g. "fc"; dummy's is a bias-only module
     weights: WeightsEnum | None = None  # torchvision ImageNet weights for train.pretrained=imagenet
 
 

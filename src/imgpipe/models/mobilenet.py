@@ -1,0 +1,28 @@
+"""torchvision MobileNetV3s, adapted to the number of input channels and classes."""
+
+from __future__ import annotations
+
+import torchvision
+from torch import nn
+
+from imgpipe.models.adapt import with_input_channels
+from imgpipe.models.registry import register_model
+
+STEM_CONV = "features.0.0"  # the first Conv2dNormActivation's Conv2d
+
+
+# IMAGENET1K_V1 for both: it is all torchvision has for Small, so both sizes share one training recipe.
+@register_model("mobilenetv3", head="classifier.3", weights=torchvision.models.MobileNet_V3_Large_Weights.IMAGENET1K_V1)
+def mobilenetv3(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's MobileNetV3-Large, from scratch (random init)."""
+    model = torchvision.models.mobilenet_v3_large(weights=None, num_classes=num_classes)
+    return with_input_channels(model, STEM_CONV, in_channels)
+
+
+@register_model(
+    "mobilenetv3_small", head="classifier.3", weights=torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+)
+def mobilenetv3_small(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's MobileNetV3-Small, from scratch (random init)."""
+    model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    return with_input_channels(model, STEM_CONV, in_channels)
