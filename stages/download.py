@@ -23,7 +23,7 @@ def main(
     out: Annotated[Path, typer.Option(help="Folder to write, one sub-folder per class.")] = Path("data/raw"),
 ) -> None:
     p = load_params(params)
-    counts = download(p.data.source, out, sha256=p.data.sha256)
+    counts = download(p.data.source, out, sha256=p.data.sha256, limit=p.data.limit)
     print(f"download: {sum(counts.values())} images in {len(counts)} classes -> {out}")
 
 

@@ -23,7 +23,11 @@ from imgpipe.params import (
 REPO = Path(__file__).resolve().parents[1]
 
 TOP_KEYS = "seed, model, data, image, augment, split, train, predict"
-TRAIN_KEYS = "epochs, batch_size, lr, optimizer, weight_decay, log_every"
+TRAIN_KEYS = (
+    "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, "
+    "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
+    "pretrained, freeze, log_every"
+)
 
 
 def real_params() -> dict:

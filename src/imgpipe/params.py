@@ -25,6 +25,10 @@ class DataParams:
     # http(s):// or file:// URL of a .zip/.tar/.tar.gz/.tgz archive.
     source: str = "builtin:digits"
     sha256: str | None = None  # expected checksum of a downloaded archive
+    limit: int | None = None  # keep only the first N images per class (name order), for quick runs
+
+    def __post_init__(self) -> None:
+        _require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -67,21 +71,54 @@ class SplitParams:
         _require(self.train > 0, "split.train", self.train, "a fraction > 0")
 
 
+MONITORS = ("val/accuracy", "val/f1_macro", "val/loss")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"  # see imgpipe.training.OPTIMIZERS
+    lr: float = 1e-3  # the peak learning rate for onecycle and cosine
+    optimizer: str = "adam"  # adam | adamw | sgd | adamax | adadelta
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
     weight_decay: float = 0.0
+    loss: str = "cross_entropy"  # cross_entropy | bce | multilabel_soft_margin | mse | l1
+    label_smoothing: float = 0.0  # cross_entropy only
+    scheduler: str = "none"  # none | step | cosine | onecycle | plateau
+    lr_step_size: int = 5  # step: epochs between decays
+    lr_gamma: float = 0.1  # step and plateau: decay factor
+    lr_patience: int = 2  # plateau: epochs without improvement before a decay
+    warmup_epochs: int = 0  # cosine: linear warm-up before the cosine decay
+    clip_grad_norm: float = 0.0  # max gradient norm; 0 = no clipping
+    monitor: str = "val/accuracy"  # picks the best epoch (and drives plateau, patience)
+    patience: int = 0  # early stopping after N epochs without improvement; 0 = off
+    pretrained: str = "none"  # none | imagenet | path to a state-dict file
+    freeze: str = "none"  # none | backbone (train only the classifier head)
     log_every: int = 10  # log the batch loss every N batches
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _require(self.momentum >= 0, "train.momentum", self.momentum, "a number >= 0")
         _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _require(self.lr_step_size >= 1, "train.lr_step_size", self.lr_step_size, "an integer >= 1")
+        _require(0 < self.lr_gamma <= 1, "train.lr_gamma", self.lr_gamma, "a number in (0, 1]")
+        _require(self.lr_patience >= 0, "train.lr_patience", self.lr_patience, "an integer >= 0")
+        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", self.warmup_epochs, "an integer in [0, train.epochs)")
+        _require(self.clip_grad_norm >= 0, "train.clip_grad_norm", self.clip_grad_norm, "a number >= 0 (0 = off)")
+        _require(self.monitor in MONITORS, "train.monitor", self.monitor, " | ".join(MONITORS))
+        _require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
+        _require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _require(
+            self.freeze == "none" or self.pretrained != "none",
+            "train.freeze",
+            self.freeze,
+            "none, unless train.pretrained is set (a frozen random backbone learns nothing)",
+        )
 
 
 @dataclass(frozen=True)

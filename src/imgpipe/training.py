@@ -1,10 +1,19 @@
-"""The train stage: fit a registered model on the train split, keep the best epoch by validation."""
+"""The train stage: fit a registered model on the train split, keep the best epoch by validation.
+
+Training is resumable: after every epoch the full state (model, optimizer, scheduler, RNG
+states, best epoch, dvclive history) is saved beside the model file, and a rerun with the same
+params and data continues from there, ending with the same metrics as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import math
 import random
-from collections.abc import Callable, Iterable
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +27,28 @@ from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_m
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics
-from imgpipe.models import create_model
-from imgpipe.outputs import atomic_dir
+from imgpipe.models.registry import create_model, get_model_entry
+from imgpipe.optim import LossFn, Schedule, create_loss, create_optimizer, create_schedule
+from imgpipe.outputs import atomic_dir, atomic_file
 from imgpipe.params import ImageParams, TrainParams
+from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
+from imgpipe.resume import load_resume_state, truncate_history
 
-OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], TrainParams], torch.optim.Optimizer]] = {
-    "adam": lambda params, p: torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay),
-    "sgd": lambda params, p: torch.optim.SGD(params, lr=p.lr, momentum=0.9, weight_decay=p.weight_decay),
-}
+
+@dataclass(frozen=True)
+class Fit:
+    """Everything one optimisation step needs."""
+
+    model: nn.Module
+    head: str
+    frozen: bool  # train.freeze == backbone
+    optimizer: torch.optim.Optimizer
+    loss_fn: LossFn
+    schedule: Schedule
+    clip_grad_norm: float
+    mean: list[float]
+    std: list[float]
 
 
 def seed_everything(seed: int) -> None:
@@ -35,39 +57,67 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    if params.optimizer not in OPTIMIZERS:
-        raise UserError(
-            f"params: train.optimizer '{params.optimizer}' is unknown; choose one of: {', '.join(OPTIMIZERS)}"
-        )
-    return OPTIMIZERS[params.optimizer](model.parameters(), params)
+def build_model(name: str, params: TrainParams, num_classes: int, channels: int, image_size: int) -> nn.Module:
+    """A fresh or pretrained model; with `freeze: backbone` only its head stays trainable."""
+    if params.pretrained == "none":
+        return create_model(name, num_classes=num_classes, in_channels=channels, image_size=image_size)
+    model = load_pretrained(name, params.pretrained, num_classes, image_size)
+    if params.freeze == "backbone":
+        freeze_backbone(model, get_model_entry(name).head)
+    return model
 
 
-def train_one_epoch(model, optimizer, data: LabelledImages, mean, std, batch_size, generator, on_batch) -> float:
+def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: torch.Generator, on_batch) -> float:
     """One pass over `data` in a shuffled order; returns the mean training loss."""
-    model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    set_train_mode(fit.model, fit.head, fit.frozen)
     order = torch.randperm(len(data.targets), generator=generator)
     total, seen = 0.0, 0
     batches = range(0, len(order), batch_size)
     for start in progress(batches, desc="train", total=len(batches)):
         idx = order[start : start + batch_size]
-        x = to_model_input(data.images[idx], mean, std)  # (B, C, H, W) float
-        loss = loss_fn(model(x), data.targets[idx])
-        optimizer.zero_grad(set_to_none=True)
+        x = to_model_input(data.images[idx], fit.mean, fit.std)  # (B, C, H, W) float
+        loss = fit.loss_fn(fit.model(x), data.targets[idx])
+        fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if fit.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
+        fit.optimizer.step()
+        fit.schedule.after_batch()
         total += loss.item() * len(idx)
         seen += len(idx)
         on_batch(loss.item())
     return total / seen
 
 
-def validate(model, data: LabelledImages, mean, std) -> dict[str, float]:
-    logits = predict_logits(model, data.images, mean, std)
-    loss = nn.functional.cross_entropy(logits, data.targets).item()
+@torch.no_grad()
+def validate(fit: Fit, data: LabelledImages) -> dict[str, float]:
+    logits = predict_logits(fit.model, data.images, fit.mean, fit.std)
+    loss = fit.loss_fn(logits, data.targets).item()
     scores = classification_metrics(data.targets.numpy(), logits.argmax(1).numpy())
     return {"loss": loss, "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+
+def improved(val: dict[str, float], best: dict[str, float], monitor: str, tie_break: bool = True) -> bool:
+    """Whether this epoch beats the best so far on `monitor`; ties go to the lower validation loss
+    when `tie_break` (choosing the saved epoch), never for early stopping."""
+    if not best:
+        return True
+    key = monitor.removeprefix("val/")
+    sign = -1.0 if key == "loss" else 1.0
+    if not tie_break:
+        return sign * val[key] > sign * best[monitor]
+    return (sign * val[key], -val["loss"]) > (sign * best[monitor], -best["val/loss"])
+
+
+def fingerprint(model_name: str, image: ImageParams, params: TrainParams, seed: int, annotations: Path) -> str:
+    """Identifies a training run: a saved state resumes only a run with the same fingerprint."""
+    digest = hashlib.sha256(json.dumps([model_name, asdict(image), asdict(params), seed]).encode())
+    digest.update(Path(annotations).read_bytes())
+    return digest.hexdigest()
+
+
+def resume_dir_for(model_out: Path) -> Path:
+    return Path(model_out).parent / f".{Path(model_out).name}.resume"
 
 
 def train(
@@ -90,40 +140,100 @@ def train(
     for split in ("train", "val"):
         if not (table["split"] == split).any():
             raise UserError(f"{annotations}: the {split} split is empty; raise split.{split} or add images")
-    model = create_model(model_name, num_classes=len(classes), in_channels=image.channels, image_size=image.size)
-    optimizer = create_optimizer(model, params)
-    train_data = load_split(table, "train", images_root, classes, image.size, image.channels)
-    val_data = load_split(table, "val", images_root, classes, image.size, image.channels)
-    mean, std = channel_stats(train_data.images) if image.normalize else ([0.0] * image.channels, [1.0] * image.channels)
-
+    # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
+    channels = 3 if params.pretrained != "none" else image.channels
+    model = build_model(model_name, params, len(classes), channels, image.size)
+    train_data = load_split(table, "train", images_root, classes, image.size, channels)
+    val_data = load_split(table, "val", images_root, classes, image.size, channels)
+    mean, std = normalization(model_name, params.pretrained) or (
+        channel_stats(train_data.images) if image.normalize else ([0.0] * channels, [1.0] * channels)
+    )
+    optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
+    steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
+    fit = Fit(
+        model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer, create_loss(params),
+        create_schedule(optimizer, params, steps_per_epoch), params.clip_grad_norm, list(mean), list(std),
+    )
     generator = torch.Generator().manual_seed(seed)
-    best: dict[str, float] = {}
-    best_state = None
-    with atomic_dir(metrics_dir) as live_dir, Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        step = 0  # optimizer steps so far: the x axis of every dvclive plot
 
-        def on_batch(loss: float) -> None:
-            nonlocal step
-            step += 1
-            if step % params.log_every == 0:
-                live.step = step
-                live.log_metric("train/batch_loss", loss)
+    resume_dir = resume_dir_for(model_out)
+    run_id = fingerprint(model_name, image, params, seed, annotations)
+    state = load_resume_state(resume_dir, run_id)
+    if state is None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        state = {"epoch": 0, "step": 0, "best": {}, "best_state": None, "bad_epochs": 0}
+    else:
+        restore(fit, generator, state)
+        truncate_history(resume_dir / "live", state["step"])
+        print(f"train: resuming after epoch {state['epoch']} from {resume_dir}")
 
-        for epoch in range(1, params.epochs + 1):
-            train_loss = train_one_epoch(model, optimizer, train_data, mean, std, params.batch_size, generator, on_batch)
-            val = validate(model, val_data, mean, std)
-            live.step = step
-            live.log_metric("epoch", epoch)
-            live.log_metric("train/loss", train_loss)
-            for name, value in val.items():
-                live.log_metric(f"val/{name}", value)
-            print(f"epoch {epoch}: train/loss {train_loss:.4f} " + " ".join(f"val/{k} {v:.4f}" for k, v in val.items()))
-            # Best by validation accuracy; ties go to the lower validation loss.
-            if not best or (val["accuracy"], -val["loss"]) > (best["val/accuracy"], -best["val/loss"]):
-                best = {"epoch": epoch, **{f"val/{k}": v for k, v in val.items()}}
-                best_state = copy.deepcopy(model.state_dict())
-        live.summary["best"] = best
+    live_dir = resume_dir / "live"
+    with Live(str(live_dir), resume=state["epoch"] > 0, dvcyaml=None, save_dvc_exp=False) as live:
+        save = lambda: save_state(resume_dir, run_id, fit, generator, state)  # noqa: E731
+        run_epochs(fit, params, train_data, val_data, generator, live, state, save)
+        live.summary["best"] = state["best"]
 
-    spec = ModelSpec(model_name, classes, image.size, image.channels, list(mean), list(std))
-    save_checkpoint(model_out, spec, best_state, extra={"best_epoch": int(best["epoch"])})
-    return best
+    spec = ModelSpec(model_name, classes, image.size, channels, fit.mean, fit.std)
+    save_checkpoint(model_out, spec, state["best_state"], extra={"best_epoch": int(state["best"]["epoch"])})
+    with atomic_dir(metrics_dir) as tmp:
+        shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
+    shutil.rmtree(resume_dir)
+    return state["best"]
+
+
+def run_epochs(fit, params: TrainParams, train_data, val_data, generator, live: Live, state: dict, checkpoint) -> None:
+    """The epoch loop from `state['epoch'] + 1`, with early stopping; updates `state` in place."""
+
+    def on_batch(loss: float) -> None:
+        state["step"] += 1
+        if state["step"] % params.log_every == 0:
+            live.step = state["step"]
+            live.log_metric("train/batch_loss", loss)
+
+    for epoch in range(state["epoch"] + 1, params.epochs + 1):
+        if params.patience and state["bad_epochs"] >= params.patience:
+            print(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
+            break
+        lr = fit.optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(fit, train_data, params.batch_size, generator, on_batch)
+        val = validate(fit, val_data)
+        fit.schedule.after_epoch(val[params.monitor.removeprefix("val/")])
+        live.step = state["step"]
+        live.log_metric("epoch", epoch)
+        live.log_metric("lr", lr)
+        live.log_metric("train/loss", train_loss)
+        for name, value in val.items():
+            live.log_metric(f"val/{name}", value)
+        print(f"epoch {epoch}: train/loss {train_loss:.4f} " + " ".join(f"val/{k} {v:.4f}" for k, v in val.items()))
+        progressed = improved(val, state["best"], params.monitor, tie_break=False)
+        state["bad_epochs"] = 0 if progressed else state["bad_epochs"] + 1
+        if improved(val, state["best"], params.monitor):
+            state["best"] = {"epoch": epoch, **{f"val/{k}": v for k, v in val.items()}}
+            state["best_state"] = copy.deepcopy(fit.model.state_dict())
+        state["epoch"] = epoch
+        live.make_summary()
+        checkpoint()
+
+
+def save_state(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator, state: dict) -> None:
+    """Everything needed to continue after the epoch in `state`, written atomically."""
+    payload = {
+        **state,
+        "fingerprint": run_id,
+        "model": fit.model.state_dict(),
+        "optimizer": fit.optimizer.state_dict(),
+        "schedule": fit.schedule.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "shuffle_rng": generator.get_state(),
+    }
+    with atomic_file(resume_dir / "state.pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def restore(fit: Fit, generator: torch.Generator, state: dict) -> None:
+    fit.model.load_state_dict(state.pop("model"))
+    fit.optimizer.load_state_dict(state.pop("optimizer"))
+    fit.schedule.load_state_dict(state.pop("schedule"))
+    torch.set_rng_state(state.pop("torch_rng"))
+    generator.set_state(state.pop("shuffle_rng"))
+    state.pop("fingerprint")

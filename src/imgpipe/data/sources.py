@@ -25,9 +25,10 @@ MIB = 1 << 20
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible
 
 
-def download(source: str, out: Path, sha256: str | None = None) -> dict[str, int]:
+def download(source: str, out: Path, sha256: str | None = None, limit: int | None = None) -> dict[str, int]:
     """Write the dataset named by `source` into `out` (replaced atomically).
 
+    With `limit`, only the first `limit` images of each class (in name order) are kept.
     Returns the number of images per class.
     """
     with atomic_dir(Path(out)) as tmp:
@@ -39,6 +40,8 @@ def download(source: str, out: Path, sha256: str | None = None) -> dict[str, int
             fetch_archive(source, tmp, sha256)
         else:
             copy_class_folders(Path(source), tmp)
+        if limit is not None:
+            keep_first(tmp, limit)
         counts = count_per_class(tmp)
     return counts
 
@@ -150,6 +153,13 @@ def dataset_root(folder: Path) -> Path:
                 return folder.parent
         else:
             return folder
+
+
+def keep_first(folder: Path, limit: int) -> None:
+    """Delete all but the first `limit` images of each class folder (our own copy, never the source)."""
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for extra in list_images(class_dir)[limit:]:
+            extra.unlink()
 
 
 def count_per_class(folder: Path) -> dict[str, int]:

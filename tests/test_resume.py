@@ -1,0 +1,90 @@
+"""An interrupted train stage resumes from its last epoch and ends exactly like an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import REPO, run, write_params
+
+PARAMS = {
+    "data": {"source": "builtin:digits", "limit": 40},
+    "augment": {"rotations": [], "shear": 0},
+    "image": {"size": 32},
+    "train": {"epochs": 4, "batch_size": 16, "log_every": 5, "scheduler": "cosine", "warmup_epochs": 1},
+}
+STATE = Path("models/.model.pt.resume/state.pt")
+
+
+def stage(name: str) -> list[str]:
+    return [sys.executable, str(REPO / "stages" / f"{name}.py")]
+
+
+def prepare(folder: Path) -> Path:
+    folder.mkdir()
+    write_params(folder / "params.yaml", PARAMS)
+    for name in ("download", "augment", "split"):
+        run(stage(name), folder)
+    return folder
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    files = sorted((folder / "metrics/train").rglob("*"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Path:
+    folder = prepare(tmp_path_factory.mktemp("resume") / "uninterrupted")
+    run(stage("train"), folder)
+    return folder
+
+
+def saved_epoch(folder: Path) -> int:
+    try:
+        return torch.load(folder / STATE, weights_only=True)["epoch"]
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_interrupted_training_resumes_to_identical_results(baseline: Path, tmp_path: Path, sig):
+    folder = prepare(tmp_path / "interrupted")
+    process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while saved_epoch(folder) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0, "training finished before it could be interrupted"
+    assert "Traceback" not in stderr
+    assert not (folder / "models/model.pt").exists()
+    assert 1 <= saved_epoch(folder) < 4
+
+    resumed = run(stage("train"), folder)
+    assert "resuming after epoch" in resumed.stdout
+    assert outputs(folder) == outputs(baseline)
+    a = torch.load(folder / "models/model.pt", weights_only=True)["state_dict"]
+    b = torch.load(baseline / "models/model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert not (folder / STATE).exists()
+
+
+def test_changed_params_start_over(baseline: Path, tmp_path: Path):
+    folder = prepare(tmp_path / "changed")
+    process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while saved_epoch(folder) < 1 and process.poll() is None:
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    write_params(folder / "params.yaml", {**PARAMS, "train": {**PARAMS["train"], "lr": 0.01}})
+    result = run(stage("train"), folder)
+    assert "resuming" not in result.stdout
+    assert "epoch 1:" in result.stdout
