@@ -80,3 +80,26 @@ def test_exp_run_model_reruns_only_model_stages(project: Path):
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
     assert "metrics/train/metrics.json" in diff, diff
+
+
+def test_queued_experiments_run_each_model(project: Path):
+    import time
+
+    run(["dvc", "exp", "run", "--queue", "-S", "model=dummy,cnn"], project)
+    run(["dvc", "queue", "start"], project)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    rows = [r for r in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)]
+    experiments = [e for r in rows for e in (r.get("experiments") or [])]
+    models = {}
+    for exp in experiments:
+        data = exp["revs"][0]["data"]
+        accuracy = data["metrics"]["metrics/evaluate/metrics.json"]["data"]["accuracy"]
+        models[data["params"]["params.yaml"]["data"]["model"]] = accuracy
+    assert {"dummy", "cnn"} <= set(models), models
