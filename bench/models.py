@@ -1,0 +1,109 @@
+"""Compare every registered model on the default digits data under the same training budget.
+
+    .venv/bin/python bench/models.py [--budget 40] [--models cnn,mlp] [--workdir DIR]
+
+Prepares the data once with the pipeline's own download/augment/split (params.yaml defaults),
+then trains each model with params.yaml's train settings for a fixed wall-clock budget and prints
+parameters, training images per second, and test accuracy and macro F1 of the final weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from imgpipe.data.annotations import class_names, read_annotations
+from imgpipe.data.augment import augment_dataset
+from imgpipe.data.sources import download
+from imgpipe.data.split import write_split
+from imgpipe.data.tensors import channel_stats, load_split
+from imgpipe.inference import predict_logits
+from imgpipe.metrics import classification_metrics
+from imgpipe.models import list_models
+from imgpipe.models.registry import get_model_entry
+from imgpipe.optim import create_loss, create_optimizer, create_schedule
+from imgpipe.params import load_params
+from imgpipe.training import Fit, build_model, seed_everything, train_one_epoch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class BudgetSpent(Exception):
+    pass
+
+
+def prepare(work: Path, params) -> Path:
+    download(params.data.source, work / "raw", params.data.sha256, params.data.limit)
+    augment_dataset(work / "raw", work / "augmented", params.augment, params.seed)
+    write_split(work / "augmented", work / "annotations.csv", work / "split", params.split, params.seed)
+    return work / "annotations.csv"
+
+
+def bench_model(name: str, params, table, images_root: Path, budget: float) -> dict:
+    seed_everything(params.seed)
+    image, train = params.image, params.train
+    classes = class_names(table)
+    data = {s: load_split(table, s, images_root, classes, image.size, image.channels) for s in ("train", "test")}
+    model = build_model(name, train, len(classes), image.channels, image.size)
+    mean, std = channel_stats(data["train"].images) if image.normalize else ([0.0] * image.channels, [1.0] * image.channels)
+    optimizer = create_optimizer(model.parameters(), train)
+    steps = math.ceil(len(data["train"].targets) / train.batch_size)
+    fit = Fit(model, get_model_entry(name).head, False, optimizer, create_loss(train),
+              create_schedule(optimizer, train, steps), train.clip_grad_norm, mean, std)
+    generator = torch.Generator().manual_seed(params.seed)
+
+    seen, epochs, start = 0, 0, time.perf_counter()
+
+    def on_batch(loss: float) -> None:
+        nonlocal seen
+        seen += train.batch_size
+        if time.perf_counter() - start > budget:
+            raise BudgetSpent
+
+    try:
+        while True:
+            train_one_epoch(fit, data["train"], train.batch_size, generator, on_batch)
+            epochs += 1
+    except BudgetSpent:
+        pass
+    seconds = time.perf_counter() - start
+    predicted = predict_logits(model, data["test"].images, mean, std).argmax(1).numpy()
+    scores = classification_metrics(data["test"].targets.numpy(), predicted)
+    return {
+        "model": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "img_per_s": seen / seconds,
+        "epochs": seen / len(data["train"].targets),
+        "accuracy": scores["accuracy"],
+        "f1_macro": scores["f1_macro"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=40.0, help="training seconds per model")
+    parser.add_argument("--models", default=",".join(list_models()))
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    params = load_params(REPO / "params.yaml")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="imgpipe-bench-models-"))
+    table = read_annotations(prepare(work, params))
+    print(f"data: {params.data.source}, {int((table['split'] == 'train').sum())} train / "
+          f"{int((table['split'] == 'test').sum())} test images, {params.image.size} px, "
+          f"{params.image.channels} channel(s); budget {args.budget:g} s per model; "
+          f"{torch.get_num_threads()} torch threads")
+    print(f"{'model':<18} {'params':>11} {'train img/s':>12} {'epochs':>7} {'test acc':>9} {'macro F1':>9}")
+    for name in args.models.split(","):
+        r = bench_model(name, params, table, work / "augmented", args.budget)
+        print(f"{r['model']:<18} {r['params']:>11,} {r['img_per_s']:>12.0f} {r['epochs']:>7.1f} "
+              f"{r['accuracy']:>9.4f} {r['f1_macro']:>9.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
