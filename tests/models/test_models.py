@@ -191,3 +191,11 @@ def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="model 'cnn' is already registered"):
         register_model("cnn", head="fc")(lambda **kwargs: nn.Identity())
     assert list_models() == ALL_MODELS
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3", "mobilenetv3_small"])
+def test_mobilenet_batch_norm_momentum_suits_short_runs(name):
+    # torchvision's 0.01 leaves eval-mode accuracy at chance after a few epochs (see mobilenet.py).
+    model = create_model(name, num_classes=3, in_channels=1, image_size=32)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert momenta == {0.1}
