@@ -10,7 +10,6 @@ parameters, training images per second, and test accuracy and macro F1 of the fi
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -21,14 +20,12 @@ from imgpipe.data.annotations import class_names, read_annotations
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.sources import download
 from imgpipe.data.split import write_split
-from imgpipe.data.tensors import channel_stats, load_split
+from imgpipe.data.tensors import load_split
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics
 from imgpipe.models import list_models
-from imgpipe.models.registry import get_model_entry
-from imgpipe.optim import create_loss, create_optimizer, create_schedule
 from imgpipe.params import load_params
-from imgpipe.training import Fit, build_model, seed_everything, train_one_epoch
+from imgpipe.training import build_model, make_fit, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,11 +47,7 @@ def bench_model(name: str, params, table, images_root: Path, budget: float) -> d
     classes = class_names(table)
     data = {s: load_split(table, s, images_root, classes, image.size, image.channels) for s in ("train", "test")}
     model = build_model(name, train, len(classes), image.channels, image.size)
-    mean, std = channel_stats(data["train"].images) if image.normalize else ([0.0] * image.channels, [1.0] * image.channels)
-    optimizer = create_optimizer(model.parameters(), train)
-    steps = math.ceil(len(data["train"].targets) / train.batch_size)
-    fit = Fit(model, get_model_entry(name).head, False, optimizer, create_loss(train),
-              create_schedule(optimizer, train, steps), train.clip_grad_norm, mean, std)
+    fit = make_fit(name, model, train, image.normalize, data["train"])
     generator = torch.Generator().manual_seed(params.seed)
 
     seen, epochs, start = 0, 0, time.perf_counter()
@@ -72,7 +65,7 @@ def bench_model(name: str, params, table, images_root: Path, budget: float) -> d
     except BudgetSpent:
         pass
     seconds = time.perf_counter() - start
-    predicted = predict_logits(model, data["test"].images, mean, std).argmax(1).numpy()
+    predicted = predict_logits(model, data["test"].images, fit.mean, fit.std).argmax(1).numpy()
     scores = classification_metrics(data["test"].targets.numpy(), predicted)
     return {
         "model": name,

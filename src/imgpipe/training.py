@@ -145,27 +145,11 @@ def train(
     model = build_model(model_name, params, len(classes), channels, image.size)
     train_data = load_split(table, "train", images_root, classes, image.size, channels)
     val_data = load_split(table, "val", images_root, classes, image.size, channels)
-    mean, std = normalization(model_name, params.pretrained) or (
-        channel_stats(train_data.images) if image.normalize else ([0.0] * channels, [1.0] * channels)
-    )
-    optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
-    steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
-    fit = Fit(
-        model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer, create_loss(params),
-        create_schedule(optimizer, params, steps_per_epoch), params.clip_grad_norm, list(mean), list(std),
-    )
+    fit = make_fit(model_name, model, params, image.normalize, train_data)
     generator = torch.Generator().manual_seed(seed)
-
     resume_dir = resume_dir_for(model_out)
     run_id = fingerprint(model_name, image, params, seed, annotations)
-    state = load_resume_state(resume_dir, run_id)
-    if state is None:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        state = {"epoch": 0, "step": 0, "best": {}, "best_state": None, "bad_epochs": 0}
-    else:
-        restore(fit, generator, state)
-        truncate_history(resume_dir / "live", state["step"])
-        print(f"train: resuming after epoch {state['epoch']} from {resume_dir}")
+    state = start_or_resume(resume_dir, run_id, fit, generator)
 
     live_dir = resume_dir / "live"
     with Live(str(live_dir), resume=state["epoch"] > 0, dvcyaml=None, save_dvc_exp=False) as live:
@@ -179,6 +163,32 @@ def train(
         shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
     shutil.rmtree(resume_dir)
     return state["best"]
+
+
+def make_fit(model_name: str, model: nn.Module, params: TrainParams, normalize: bool, train_data: LabelledImages) -> Fit:
+    """Optimizer, loss, schedule and input normalisation for training `model` on `train_data`."""
+    channels = train_data.images.shape[1]
+    mean, std = normalization(model_name, params.pretrained) or (
+        channel_stats(train_data.images) if normalize else ([0.0] * channels, [1.0] * channels)
+    )
+    optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
+    steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
+    return Fit(
+        model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer, create_loss(params),
+        create_schedule(optimizer, params, steps_per_epoch), params.clip_grad_norm, list(mean), list(std),
+    )
+
+
+def start_or_resume(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator) -> dict:
+    """The loop state: restored from an interrupted run with the same fingerprint, else fresh."""
+    state = load_resume_state(resume_dir, run_id)
+    if state is None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        return {"epoch": 0, "step": 0, "best": {}, "best_state": None, "bad_epochs": 0}
+    restore(fit, generator, state)
+    truncate_history(resume_dir / "live", state["step"])
+    print(f"train: resuming after epoch {state['epoch']} from {resume_dir}")
+    return state
 
 
 def run_epochs(fit, params: TrainParams, train_data, val_data, generator, live: Live, state: dict, checkpoint) -> None:
