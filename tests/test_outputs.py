@@ -103,7 +103,7 @@ def test_empty_body_gives_empty_target(previous):
 def test_output_folder_gets_the_usual_mode(tmp_path):
     old = os.umask(0o022)
     try:
-        with atomic_dir(tmp_path / "out") as tmp:
+        with atomic_dir(tmp_path / "out"):
             pass
     finally:
         os.umask(old)

@@ -8,6 +8,7 @@ params and data continues from there, ending with the same metrics as an uninter
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -153,7 +154,7 @@ def train(
 
     live_dir = resume_dir / "live"
     with Live(str(live_dir), resume=state["epoch"] > 0, dvcyaml=None, save_dvc_exp=False) as live:
-        save = lambda: save_state(resume_dir, run_id, fit, generator, state)  # noqa: E731
+        save = functools.partial(save_state, resume_dir, run_id, fit, generator, state)
         run_epochs(fit, params, train_data, val_data, generator, live, state, save)
         live.summary["best"] = state["best"]
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgpipe.data.readers import list_images
 from imgpipe.data.sources import download
 from imgpipe.errors import UserError
 
