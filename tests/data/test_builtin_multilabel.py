@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from imgpipe.data.builtin import (
+    MAX_LEFT_MARGIN,
     BUILTIN_MULTILABEL,
     DIGITS,
     GROUPS,
     MULTIDIGIT_LABELS,
     digit_tags_layout,
-    images_per_group,
     load_digit_scans,
     multidigit_layout,
     partition_instances,
@@ -88,9 +88,10 @@ def test_images_spread_evenly_over_sixty_groups(tmp_path, name):
     assert set(sizes) == {IMAGES // GROUPS}
 
 
-def test_images_per_group_gives_the_remainder_to_the_first_groups():
-    assert images_per_group(125, 60).tolist() == [3] * 5 + [2] * 55
-    assert images_per_group(4800, 60).sum() == 4800
+def test_groups_take_turns_so_the_first_images_span_every_group():
+    _, group_of, _ = plan_images(np.repeat(np.arange(10), 180), seed=0, images=125, layout=multidigit_layout)
+    assert group_of[:60].tolist() == list(range(60))
+    assert np.bincount(group_of).tolist() == [3] * 5 + [2] * 55
 
 
 # --- the leakage rule ------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_multidigit_layout_stays_on_the_canvas_left_to_right(digit_classes):
             assert 0 <= p.y and p.y + p.height <= 64 and abs(p.y + p.height / 2 - 32) <= 7
         for left, right in itertools.pairwise(placements):
             assert 0 <= right.x - (left.x + left.width) <= 1
-        assert placements[0].x >= 0 and placements[-1].x + placements[-1].width <= 64
+        assert 0 <= placements[0].x <= MAX_LEFT_MARGIN and placements[-1].x + placements[-1].width <= 64
 
 
 # --- builtin:digit-tags ----------------------------------------------------------------------

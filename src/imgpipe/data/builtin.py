@@ -59,21 +59,19 @@ def partition_instances(labels: np.ndarray, groups: int, rng: np.random.Generato
     return [np.sort(order[g::groups]) for g in range(groups)]
 
 
-def images_per_group(images: int, groups: int) -> np.ndarray:
-    """(groups,) image counts: an even share each, the remainder to the first groups."""
-    counts = np.full(groups, images // groups)
-    counts[: images % groups] += 1
-    return counts
+MAX_LEFT_MARGIN = 4  # px
 
 
 def multidigit_layout(members: np.ndarray, rng: np.random.Generator) -> list[Placement]:
-    """1 to 5 distinct instances of `members` side by side, left to right, roughly centred vertically."""
+    """1 to 5 distinct instances of `members` side by side from the left margin, roughly centred vertically."""
     n = int(rng.integers(1, POSITIONS + 1))
     instances = rng.choice(members, n, replace=False)  # (n,)
     widths = rng.integers(10, 13, n)  # (n,)
     heights = rng.integers(14, 19, n)  # (n,)
     gaps = rng.integers(0, 2, n - 1)  # (n-1,)
-    x0 = rng.integers(0, CANVAS - (widths.sum() + gaps.sum()) + 1)
+    # Written from the left margin, like a number: position i is the i-th digit from the left
+    # and sits in roughly the same place in every image (a few px of jitter).
+    x0 = rng.integers(0, min(MAX_LEFT_MARGIN, CANVAS - (widths.sum() + gaps.sum())) + 1)
     xs = x0 + np.concatenate([[0], np.cumsum(widths[:-1] + gaps)])  # (n,)
     ys = np.clip((CANVAS - heights) // 2 + rng.integers(-6, 7, n), 0, CANVAS - heights)  # (n,)
     return [Placement(*map(int, row)) for row in zip(instances, xs, ys, widths, heights, strict=True)]
@@ -96,7 +94,8 @@ def plan_images(
     """The instance groups, each image's (images,) group index and its placements; no pixels yet."""
     rng = np.random.default_rng(seed)
     members = partition_instances(labels, GROUPS, rng)
-    group_of = np.repeat(np.arange(GROUPS), images_per_group(images, GROUPS))  # (images,)
+    # Groups take turns, so the first N images (data.limit) still span every group and split.
+    group_of = np.arange(images) % GROUPS  # (images,)
     return members, group_of, [layout(members[g], rng) for g in group_of]
 
 
