@@ -1,4 +1,7 @@
-"""Train stage: fit `model` on the train split and keep the best epoch by validation accuracy.
+"""Train stage: fit `model` on the train split and keep the best epoch on `train.monitor`.
+
+Single-label or multi-label, as the annotation file says; multi-label models also store their
+decision rule (per-label thresholds, one-of label groups).
 
 \b
     python stages/train.py --params params.yaml --annotations data/annotations.csv \\

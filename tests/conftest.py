@@ -42,3 +42,29 @@ def write_shapes_dataset(root: Path, per_class: int = 10, size: int = 28, seed: 
 @pytest.fixture
 def shapes_dir(tmp_path: Path) -> Path:
     return write_shapes_dataset(tmp_path / "shapes")
+
+
+SHAPES = ("circle", "cross", "square")
+
+
+def write_multilabel_shapes(root: Path, count: int = 36, size: int = 32, seed: int = 0) -> Path:
+    """root/images/img_<i>.png with 0 to 3 shapes (one per quadrant) and root/labels.csv with an
+    `image,tags` header and space-joined tags: a multi-label dataset of real PNG files."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = ["image,tags"]
+    half = size // 2
+    for i in range(count):
+        present = [kind for kind in SHAPES if rng.random() < 0.5]
+        canvas = np.asarray(Image.new("L", (size, size), 0)).copy()
+        for kind, (x, y) in zip(present, rng.permutation([(0, 0), (half, 0), (0, half), (half, half)]), strict=False):
+            canvas[y : y + half, x : x + half] = np.asarray(draw_shape(kind, half, rng))
+        Image.fromarray(canvas).save(root / "images" / f"img_{i:03d}.png")
+        rows.append(f"img_{i:03d}.png,{' '.join(present)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def tags_dir(tmp_path: Path) -> Path:
+    return write_multilabel_shapes(tmp_path / "tags")

@@ -68,8 +68,12 @@ def test_file_loads_with_weights_only(tmp_path):
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
 
-    assert set(payload) == {"format", "model", "classes", "image_size", "channels", "mean", "std", "state_dict", "best_epoch"}
-    assert payload["format"] == FORMAT_VERSION == 1
+    assert set(payload) == {
+        "format", "model", "classes", "image_size", "channels", "mean", "std", "task", "thresholds", "groups",
+        "state_dict", "best_epoch",
+    }
+    assert payload["format"] == FORMAT_VERSION == 2
+    assert (payload["task"], payload["thresholds"], payload["groups"]) == ("multiclass", [], [])
     assert payload["model"] == "cnn"
     assert payload["classes"] == ["circle", "cross", "square"]
     assert (payload["image_size"], payload["channels"]) == (28, 1)
@@ -126,7 +130,7 @@ def test_weights_only_payload_that_is_not_a_model_file(tmp_path, payload):
     torch.save(payload, path)
     with pytest.raises(UserError) as info:
         load_checkpoint(path)
-    assert str(info.value) == f"{path}: not an imgpipe model file (format 1); retrain it"
+    assert str(info.value) == f"{path}: not an imgpipe model file (format 2); retrain it"
 
 
 def test_truncated_file_is_a_user_error(tmp_path):

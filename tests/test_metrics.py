@@ -92,3 +92,63 @@ def test_confusion_counts_has_every_pair_even_for_unseen_classes():
     assert all(r["count"] == 0 for r in rows if "d" in (r["actual"], r["predicted"]))
     diagonal = sum(r["count"] for r in rows if r["actual"] == r["predicted"])
     assert diagonal == int((y_true == y_pred).sum())
+
+
+# Multi-label: four images, three labels (the last never true in this "test split").
+ML_TRUE = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=np.uint8)
+ML_PRED = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0]], dtype=np.uint8)
+
+
+def test_multilabel_metrics_hand_computed():
+    from imgpipe.metrics import multilabel_metrics
+
+    m = multilabel_metrics(ML_TRUE, ML_PRED)
+    assert m["exact_match_accuracy"] == pytest.approx(2 / 4)  # rows 0 and 3
+    assert m["hamming_accuracy"] == pytest.approx(10 / 12)
+    # micro: TP 3, predicted 4, actual 4
+    assert (m["precision_micro"], m["recall_micro"], m["f1_micro"]) == pytest.approx((3 / 4, 3 / 4, 3 / 4))
+    # macro over labels 0 and 1 only (label 2 has no true example): P (1, 1), R (1, 1/2)
+    assert m["precision_macro"] == pytest.approx(1.0)
+    assert m["recall_macro"] == pytest.approx(0.75)
+    assert m["f1_macro"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_per_label_table_leaves_recall_empty_without_examples():
+    from imgpipe.metrics import labels_without_examples, per_label_table
+
+    rows = per_label_table(ML_TRUE, ML_PRED, ["a", "b", "c"])
+    assert rows[1] == {"class": "b", "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2,
+                       "accuracy": 0.75}
+    assert rows[2]["support"] == 0 and rows[2]["recall"] is None and rows[2]["f1"] is None
+    assert rows[2]["precision"] == 0.0  # predicted once, wrongly
+    assert labels_without_examples(ML_TRUE, ["a", "b", "c"]) == ["c"]
+
+
+def test_label_confusion_is_aggregated_two_by_two_per_label():
+    from imgpipe.metrics import label_confusion_counts
+
+    rows = label_confusion_counts(ML_TRUE, ML_PRED, ["a", "b", "c"])
+    assert len(rows) == 12
+    b = {(r["actual"], r["predicted"]): r["count"] for r in rows if r["label"] == "b"}
+    assert b == {("positive", "positive"): 1, ("positive", "negative"): 1,
+                 ("negative", "positive"): 0, ("negative", "negative"): 2}
+    assert sum(r["count"] for r in rows) == 3 * len(ML_TRUE)
+
+
+def test_cooccurrence_counts_diagonal_is_true_positives():
+    from imgpipe.metrics import cooccurrence_counts
+
+    counts = {(r["actual"], r["predicted"]): r["count"] for r in cooccurrence_counts(ML_TRUE, ML_PRED, ["a", "b", "c"])}
+    assert [counts[(x, x)] for x in "abc"] == [2, 1, 0]
+    assert counts[("b", "a")] == 1 and counts[("b", "c")] == 1
+
+
+def test_group_accuracy_per_position_and_sequence():
+    from imgpipe.metrics import group_accuracy
+
+    # Two positions with values {1, blank}: label order p1=1, p1=blank, p2=1, p2=blank.
+    truth = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]])
+    pred = np.array([[1, 0, 0, 1], [1, 0, 0, 1], [1, 0, 0, 1]])
+    scores = group_accuracy(truth, pred, {"p1": [0, 1], "p2": [2, 3]})
+    assert scores == {"p1_accuracy": pytest.approx(2 / 3), "p2_accuracy": pytest.approx(2 / 3),
+                      "sequence_accuracy": pytest.approx(1 / 3)}

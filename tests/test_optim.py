@@ -137,3 +137,50 @@ def test_gradient_clipping_bounds_each_update():
     train_one_epoch(fit, data, batch_size=4, generator=torch.Generator().manual_seed(0), on_batch=lambda loss: None)
     step = math.sqrt(sum(((p - b) ** 2).sum().item() for p, b in zip(model.parameters(), before, strict=True)))
     assert step == pytest.approx(1e-3, rel=1e-3)  # lr 1 x clipped norm 1e-3
+
+
+ML_TARGETS = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("name", ["auto", "bce", "multilabel_soft_margin", "mse", "l1"])
+def test_every_multilabel_loss_is_lower_for_the_right_label_set(name):
+    loss_fn = create_loss(dataclasses.replace(BASE, loss=name), ML_TARGETS)
+    right = (ML_TARGETS * 2 - 1) * 5  # +5 where the label is present, -5 where absent
+    assert torch.isfinite(loss_fn(right, ML_TARGETS))
+    assert loss_fn(right, ML_TARGETS) < loss_fn(-right, ML_TARGETS)
+
+
+def test_auto_loss_is_bce_for_multilabel_and_cross_entropy_otherwise():
+    logits = torch.zeros(4, 3)
+    bce = create_loss(dataclasses.replace(BASE, loss="auto"), ML_TARGETS)(logits, ML_TARGETS)
+    assert bce.item() == pytest.approx(math.log(2))
+    ce = create_loss(dataclasses.replace(BASE, loss="auto"), torch.tensor([0, 1, 2, 0]))(logits, torch.tensor([0, 1, 2, 0]))
+    assert ce.item() == pytest.approx(math.log(3))
+
+
+def test_pos_weight_auto_is_negatives_over_positives_per_label():
+    from imgpipe.optim import positive_weights
+
+    assert positive_weights(ML_TARGETS).tolist() == pytest.approx([1 / 3, 3.0, 3.0])
+    # Weighting positives raises the loss of a missed positive of a rare label.
+    logits = torch.zeros(4, 3)
+    plain = create_loss(dataclasses.replace(BASE, loss="bce"), ML_TARGETS)(logits, ML_TARGETS)
+    weighted = create_loss(dataclasses.replace(BASE, loss="bce", pos_weight="auto"), ML_TARGETS)(logits, ML_TARGETS)
+    assert weighted.item() != pytest.approx(plain.item())
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"loss": "cross_entropy"}, "train.loss 'cross_entropy' is single-label"),
+        ({"loss": "mse", "pos_weight": "auto"}, "train.pos_weight auto works with train.loss bce"),
+    ],
+)
+def test_multilabel_loss_misuse_is_a_user_error(changes, fragment):
+    with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
+        create_loss(dataclasses.replace(BASE, **changes), ML_TARGETS)
+
+
+def test_pos_weight_on_single_label_data_is_a_user_error():
+    with pytest.raises(UserError, match="train.pos_weight is for multi-label data"):
+        create_loss(dataclasses.replace(BASE, pos_weight="auto"), torch.tensor([0, 1]))

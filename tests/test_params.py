@@ -22,9 +22,9 @@ from imgpipe.params import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOP_KEYS = "seed, model, data, image, augment, split, train, predict"
+TOP_KEYS = "seed, task, model, data, image, augment, split, train, predict"
 TRAIN_KEYS = (
-    "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, "
+    "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
     "pretrained, freeze, log_every"
 )
@@ -236,3 +236,34 @@ def test_unknown_keys_of_mixed_types_are_a_user_error(tmp_path):
     message = error_of(path)
     assert message.startswith(f"{path}: unknown key ")
     assert message.endswith(f"; allowed keys in top level: {TOP_KEYS}")
+
+
+@pytest.mark.parametrize("value,expected", [(0.3, 0.3), ("tune", "tune"), ("0.25", 0.25)])
+def test_threshold_is_a_probability_or_tune(tmp_path, value, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"threshold": value}}))
+    assert load_params(path).train.threshold == expected
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "maybe"])
+def test_threshold_outside_zero_one_is_named(tmp_path, value):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"threshold": value}}))
+    shown = repr(value if isinstance(value, str) else float(value))
+    assert error_of(path) == f"{path}: 'train.threshold' is {shown}; allowed: a probability in (0, 1) exclusive, or tune"
+
+
+@pytest.mark.parametrize("text", [".nan", "true", "[0.5]"])
+def test_threshold_of_the_wrong_type_is_named(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"train:\n  threshold: {text}\n")
+    assert error_of(path).startswith(f"{path}: 'train.threshold' must be a number or a string, got ")
+
+
+@pytest.mark.parametrize("key,value,allowed", [("task", "multi", "auto | multiclass | multilabel"),
+                                               ("train.pos_weight", "balanced", "none | auto")])
+def test_task_and_pos_weight_choices(tmp_path, key, value, allowed):
+    path = tmp_path / "params.yaml"
+    section, _, name = key.rpartition(".")
+    path.write_text(yaml.safe_dump({section: {name: value}} if section else {name: value}))
+    assert error_of(path) == f"{path}: '{key}' is '{value}'; allowed: {allowed}"

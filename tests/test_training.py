@@ -169,7 +169,7 @@ def test_dummy_baseline_predicts_one_class(prepared, tmp_path):
 
 def test_data_limit_keeps_the_first_n_images_per_class(tmp_path):
     source = write_shapes_dataset(tmp_path / "shapes", per_class=6)
-    counts = download(str(source), tmp_path / "raw", limit=2)
+    counts = download(str(source), tmp_path / "raw", limit=2).counts
     assert counts == {"circle": 2, "cross": 2, "square": 2}
     assert sorted(p.name for p in (tmp_path / "raw/cross").iterdir()) == ["cross_00.png", "cross_01.png"]
     assert len(list((source / "cross").iterdir())) == 6  # the user's folder is untouched

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,7 +13,8 @@ from imgpipe.errors import UserError
 from imgpipe.models import create_model
 from imgpipe.outputs import atomic_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the multi-label fields; version 1 files load as multiclass
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class ModelSpec:
     channels: int
     mean: list[float]
     std: list[float]
+    task: str = "multiclass"  # or multilabel: `classes` are then the labels
+    thresholds: list[float] = field(default_factory=list)  # multilabel: one per label
+    groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decoded by argmax
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
 
 
 def save_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:
@@ -47,10 +55,10 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
         raise UserError(f"{path}: not a loadable imgpipe model file (it needs pickle, refused for safety); retrain it") from None
     except Exception as err:  # torch.load raises many types on garbage bytes
         raise UserError(f"{path}: not a loadable imgpipe model file ({type(err).__name__}); retrain it") from None
-    fields = list(ModelSpec.__dataclass_fields__) + ["state_dict"]
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or not set(fields) <= set(payload):
+    required = ["model", "classes", "image_size", "channels", "mean", "std", "state_dict"]
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_VERSIONS or not set(required) <= set(payload):
         raise UserError(f"{path}: not an imgpipe model file (format {FORMAT_VERSION}); retrain it")
-    spec = ModelSpec(**{k: payload[k] for k in ModelSpec.__dataclass_fields__})
+    spec = ModelSpec(**{k: payload[k] for k in ModelSpec.__dataclass_fields__ if k in payload})
     model = create_model(
         spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size
     )

@@ -43,3 +43,82 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
         for i in range(len(classes))
         for j in range(len(classes))
     ]
+
+
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Exact-match and Hamming accuracy, micro and macro precision/recall/F1 of (N, K) 0/1 arrays.
+
+    Macro averages run over the labels with at least one true example: a label absent from
+    `y_true` has no recall to average (it is listed by `labels_without_examples` instead).
+    """
+    present = y_true.sum(axis=0) > 0  # (K,)
+    micro = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)[:3]
+    macro = precision_recall_fscore_support(
+        y_true[:, present], y_pred[:, present], average="macro", zero_division=0
+    )[:3] if present.any() else (0.0, 0.0, 0.0)
+    n = len(y_true)
+    return {
+        "exact_match_accuracy": float((y_true == y_pred).all(axis=1).mean()) if n else 0.0,
+        "hamming_accuracy": float((y_true == y_pred).mean()) if n else 0.0,
+        **{f"{name}_micro": float(v) for name, v in zip(("precision", "recall", "f1"), micro, strict=True)},
+        **{f"{name}_macro": float(v) for name, v in zip(("precision", "recall", "f1"), macro, strict=True)},
+    }
+
+
+def labels_without_examples(y_true: np.ndarray, labels: Sequence[str]) -> list[str]:
+    return [name for name, count in zip(labels, y_true.sum(axis=0), strict=True) if count == 0]
+
+
+def per_label_table(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """One row per label: precision, recall, F1, support and accuracy (of the 0/1 decision).
+
+    Recall and F1 are left empty (None) for a label with no true example, never 0/0.
+    """
+    rows = []
+    for k, name in enumerate(labels):
+        truth, pred = y_true[:, k], y_pred[:, k]
+        tp, support, predicted = int((truth & pred).sum()), int(truth.sum()), int(pred.sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else None
+        f1 = 2 * tp / (support + predicted) if support else None
+        rows.append({
+            "class": name, "precision": precision, "recall": recall, "f1": f1, "support": support,
+            "accuracy": float((truth == pred).mean()) if len(truth) else 0.0,
+        })
+    return rows
+
+
+def label_confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """A 2x2 confusion matrix per label as aggregated (label, actual, predicted, count) rows."""
+    rows = []
+    for k, name in enumerate(labels):
+        for actual in (1, 0):
+            for predicted in (1, 0):
+                count = int(((y_true[:, k] == actual) & (y_pred[:, k] == predicted)).sum())
+                rows.append({"label": name, "actual": _yes_no(actual), "predicted": _yes_no(predicted), "count": count})
+    return rows
+
+
+def _yes_no(value: int) -> str:
+    return "positive" if value else "negative"
+
+
+def cooccurrence_counts(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """Multi-label confusion: how many images carry label i and were predicted label j.
+
+    The diagonal holds true positives; `(actual p1=7, predicted p1=1)` counts a 7 read as a 1.
+    """
+    matrix = y_true.astype(np.int64).T @ y_pred.astype(np.int64)  # (K, K)
+    return [
+        {"actual": labels[i], "predicted": labels[j], "count": int(matrix[i, j])}
+        for i in range(len(labels))
+        for j in range(len(labels))
+    ]
+
+
+def group_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
+    """For one-of groups (`p1=...`): accuracy per group and of all groups at once (the sequence)."""
+    correct = {name: (y_true[:, m] == y_pred[:, m]).all(axis=1) for name, m in groups.items()}  # (N,) each
+    out = {f"{name}_accuracy": float(c.mean()) for name, c in correct.items()}
+    out["sequence_accuracy"] = float(np.all(list(correct.values()), axis=0).mean())
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,33 @@ LOSSES: dict[str, Callable[[TrainParams], LossFn]] = {
     "mse": lambda p: _on_one_hot(nn.MSELoss(), probabilities=True),
     "l1": lambda p: _on_one_hot(nn.L1Loss(), probabilities=True),
 }
+
+
+def _on_sigmoid(loss: nn.Module) -> LossFn:
+    """A regression loss between per-label probabilities and the 0/1 targets."""
+    return lambda logits, targets: loss(torch.sigmoid(logits), targets)
+
+
+# Multi-label targets are (B, K) 0/1 floats; every label is its own binary decision.
+MULTILABEL_LOSSES: dict[str, Callable[[torch.Tensor | None], LossFn]] = {
+    "bce": lambda pos_weight: nn.BCEWithLogitsLoss(pos_weight=pos_weight),
+    "multilabel_soft_margin": lambda pos_weight: nn.MultiLabelSoftMarginLoss(),
+    "mse": lambda pos_weight: _on_sigmoid(nn.MSELoss()),
+    "l1": lambda pos_weight: _on_sigmoid(nn.L1Loss()),
+}
+
+
+def loss_name(params: TrainParams, multilabel: bool) -> str:
+    """`train.loss`, with `auto` resolved: cross_entropy for multiclass, bce for multilabel."""
+    if params.loss == "auto":
+        return "bce" if multilabel else "cross_entropy"
+    return params.loss
+
+
+def positive_weights(targets: torch.Tensor) -> torch.Tensor:
+    """`pos_weight: auto`: negatives / positives per label of (N, K) training targets."""
+    positives = targets.sum(dim=0)  # (K,)
+    return (len(targets) - positives) / positives.clamp_min(1)
 
 
 @dataclass
@@ -111,8 +139,23 @@ def create_optimizer(parameters: Params, params: TrainParams) -> torch.optim.Opt
     return _choose(OPTIMIZERS, "optimizer", params.optimizer)(parameters, params)
 
 
-def create_loss(params: TrainParams) -> LossFn:
-    return _choose(LOSSES, "loss", params.loss)(params)
+def create_loss(params: TrainParams, train_targets: torch.Tensor | None = None) -> LossFn:
+    """The training loss; `train_targets` (N, K) floats mean a multi-label task."""
+    multilabel = train_targets is not None and train_targets.dim() == 2
+    name = loss_name(params, multilabel)
+    if not multilabel:
+        if params.pos_weight != "none":
+            raise UserError("params: train.pos_weight is for multi-label data; set it to none")
+        return _choose(LOSSES, "loss", name)(dataclasses.replace(params, loss=name))
+    if name == "cross_entropy":
+        raise UserError(
+            "params: train.loss 'cross_entropy' is single-label (one softmax over all classes); "
+            f"for multi-label data use auto or one of: {', '.join(MULTILABEL_LOSSES)}"
+        )
+    if params.pos_weight == "auto" and name != "bce":
+        raise UserError(f"params: train.pos_weight auto works with train.loss bce, not '{name}'")
+    pos_weight = positive_weights(train_targets) if params.pos_weight == "auto" else None
+    return _choose(MULTILABEL_LOSSES, "loss", name)(pos_weight)
 
 
 def create_schedule(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> Schedule:

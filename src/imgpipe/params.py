@@ -25,7 +25,12 @@ class DataParams:
     # http(s):// or file:// URL of a .zip/.tar/.tar.gz/.tgz archive.
     source: str = "builtin:digits"
     sha256: str | None = None  # expected checksum of a downloaded archive
-    limit: int | None = None  # keep only the first N images per class (name order), for quick runs
+    limit: int | None = None  # keep only the first N images per class (multi-label: in total), for quick runs
+    # Multi-label sources: the annotation file (or folder of <label>.txt files) inside the source,
+    # and its column names; null = detected when unambiguous.
+    annotations: str | None = None
+    image_column: str | None = None
+    labels_column: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
@@ -71,7 +76,8 @@ class SplitParams:
         _require(self.train > 0, "split.train", self.train, "a fraction > 0")
 
 
-MONITORS = ("val/accuracy", "val/f1_macro", "val/loss")
+MONITORS = ("val/accuracy", "val/f1_macro", "val/f1_micro", "val/loss")
+TASKS = ("auto", "multiclass", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,11 @@ class TrainParams:
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
     weight_decay: float = 0.0
-    loss: str = "cross_entropy"  # cross_entropy | bce | multilabel_soft_margin | mse | l1
+    # auto = cross_entropy (multiclass) or bce (multilabel); also bce | multilabel_soft_margin | mse | l1
+    loss: str = "auto"
     label_smoothing: float = 0.0  # cross_entropy only
+    pos_weight: str = "none"  # multilabel, bce: none | auto (negatives/positives per label, from train)
+    threshold: float | str = 0.5  # multilabel decision rule: a probability in (0, 1), or `tune` per label on val
     scheduler: str = "none"  # none | step | cosine | onecycle | plateau
     lr_step_size: int = 5  # step: epochs between decays
     lr_gamma: float = 0.1  # step and plateau: decay factor
@@ -113,6 +122,13 @@ class TrainParams:
         _require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
         _require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
+        _require(
+            self.threshold == "tune" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
+            "train.threshold",
+            self.threshold,
+            "a probability in (0, 1) exclusive, or tune",
+        )
         _require(
             self.freeze == "none" or self.pretrained != "none",
             "train.freeze",
@@ -129,6 +145,7 @@ class PredictParams:
 @dataclass(frozen=True)
 class Params:
     seed: int = 42
+    task: str = "auto"  # auto (multilabel when the source has annotations) | multiclass | multilabel
     model: str = "cnn"  # see imgpipe.models.list_models()
     data: DataParams = field(default_factory=DataParams)
     image: ImageParams = field(default_factory=ImageParams)
@@ -136,6 +153,9 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     predict: PredictParams = field(default_factory=PredictParams)
+
+    def __post_init__(self) -> None:
+        _require(self.task in TASKS, "task", self.task, " | ".join(TASKS))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -179,8 +199,16 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(inner, value, key)
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, key)
+        for option in inner:  # `float | str`: the first type that fits wins
+            try:
+                return _convert(option, value, key)
+            except UserError:
+                pass
+        names = " or ".join(TYPE_NAMES.get(o, o.__name__) for o in inner)
+        raise UserError(f"'{key}' must be {names}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise UserError(f"'{key}' must be a list, got {value!r}")
@@ -207,6 +235,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             raise UserError(f"'{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported params type {hint!r} for {key}")
+
+
+TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
 
 
 def _parse_float(text: str) -> float | str:

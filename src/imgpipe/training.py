@@ -8,6 +8,7 @@ params and data continues from there, ending with the same metrics as an uninter
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,10 +25,12 @@ from torch import nn
 
 from imgpipe.checkpoint import ModelSpec, save_checkpoint
 from imgpipe.data.annotations import class_names, read_annotations
+from imgpipe.data.labelsets import is_multilabel
 from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_model_input
+from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
-from imgpipe.metrics import classification_metrics
+from imgpipe.metrics import classification_metrics, multilabel_metrics
 from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_loss, create_optimizer, create_schedule
 from imgpipe.outputs import atomic_dir, atomic_file
@@ -50,6 +53,7 @@ class Fit:
     clip_grad_norm: float
     mean: list[float]
     std: list[float]
+    rule: DecisionRule | None = None  # multi-label: how validation turns probabilities into labels
 
 
 def seed_everything(seed: int) -> None:
@@ -92,10 +96,20 @@ def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: 
 
 @torch.no_grad()
 def validate(fit: Fit, data: LabelledImages) -> dict[str, float]:
+    """Validation loss, accuracy and macro F1 (multi-label: exact-match accuracy, micro F1 too)."""
     logits = predict_logits(fit.model, data.images, fit.mean, fit.std)
     loss = fit.loss_fn(logits, data.targets).item()
-    scores = classification_metrics(data.targets.numpy(), logits.argmax(1).numpy())
-    return {"loss": loss, "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+    if not data.multilabel:
+        scores = classification_metrics(data.targets.numpy(), logits.argmax(1).numpy())
+        return {"loss": loss, "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+    pred = fit.rule.decide(torch.sigmoid(logits).numpy())
+    scores = multilabel_metrics(data.targets.numpy().astype(np.uint8), pred)
+    return {
+        "loss": loss,
+        "accuracy": scores["exact_match_accuracy"],
+        "f1_macro": scores["f1_macro"],
+        "f1_micro": scores["f1_micro"],
+    }
 
 
 def improved(val: dict[str, float], best: dict[str, float], monitor: str, tie_break: bool = True) -> bool:
@@ -141,12 +155,14 @@ def train(
     for split in ("train", "val"):
         if not (table["split"] == split).any():
             raise UserError(f"{annotations}: the {split} split is empty; raise split.{split} or add images")
+    if params.monitor == "val/f1_micro" and not is_multilabel(table):
+        raise UserError("params: train.monitor val/f1_micro is for multi-label data (single-label: use val/accuracy)")
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
     model = build_model(model_name, params, len(classes), channels, image.size)
     train_data = load_split(table, "train", images_root, classes, image.size, channels)
     val_data = load_split(table, "val", images_root, classes, image.size, channels)
-    fit = make_fit(model_name, model, params, image.normalize, train_data)
+    fit = make_fit(model_name, model, params, image.normalize, train_data, classes)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
     run_id = fingerprint(model_name, image, params, seed, annotations)
@@ -159,6 +175,8 @@ def train(
         live.summary["best"] = state["best"]
 
     spec = ModelSpec(model_name, classes, image.size, channels, fit.mean, fit.std)
+    if fit.rule is not None:
+        spec = multilabel_spec(spec, fit, state["best_state"], params, val_data)
     save_checkpoint(model_out, spec, state["best_state"], extra={"best_epoch": int(state["best"]["epoch"])})
     with atomic_dir(metrics_dir) as tmp:
         shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
@@ -166,8 +184,12 @@ def train(
     return state["best"]
 
 
-def make_fit(model_name: str, model: nn.Module, params: TrainParams, normalize: bool, train_data: LabelledImages) -> Fit:
-    """Optimizer, loss, schedule and input normalisation for training `model` on `train_data`."""
+def make_fit(
+    model_name: str, model: nn.Module, params: TrainParams, normalize: bool, train_data: LabelledImages,
+    classes: list[str] | None = None,
+) -> Fit:
+    """Optimizer, loss, schedule, input normalisation (and, multi-label, the validation decision
+    rule) for training `model` on `train_data`."""
     channels = train_data.images.shape[1]
     mean, std = normalization(model_name, params.pretrained) or (
         channel_stats(train_data.images) if normalize else ([0.0] * channels, [1.0] * channels)
@@ -175,9 +197,36 @@ def make_fit(model_name: str, model: nn.Module, params: TrainParams, normalize: 
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
     steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
     return Fit(
-        model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer, create_loss(params),
-        create_schedule(optimizer, params, steps_per_epoch), params.clip_grad_norm, list(mean), list(std),
+        model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer,
+        create_loss(params, train_data.targets), create_schedule(optimizer, params, steps_per_epoch),
+        params.clip_grad_norm, list(mean), list(std), validation_rule(params, train_data, classes),
     )
+
+
+def validation_rule(params: TrainParams, train_data: LabelledImages, classes: list[str] | None) -> DecisionRule | None:
+    """Multi-label only: `train.threshold` (0.5 while `tune` waits for the end) and one-of groups."""
+    if not train_data.multilabel:
+        return None
+    labels = classes or [str(k) for k in range(train_data.targets.shape[1])]
+    groups, broken = one_of_groups(labels, train_data.targets.numpy())
+    if broken:
+        print(f"train: label group(s) {', '.join(broken)} are not one-of in the train split; "
+              "decoded per label by threshold")
+    threshold = 0.5 if params.threshold == "tune" else float(params.threshold)
+    return DecisionRule([threshold] * len(labels), groups)
+
+
+@torch.no_grad()
+def multilabel_spec(spec: ModelSpec, fit: Fit, best_state: dict, params: TrainParams, val_data: LabelledImages) -> ModelSpec:
+    """The model file's decision rule; `threshold: tune` picks per-label thresholds for best F1 on val."""
+    thresholds = fit.rule.thresholds
+    if params.threshold == "tune":
+        fit.model.load_state_dict(best_state)
+        probs = torch.sigmoid(predict_logits(fit.model, val_data.images, fit.mean, fit.std)).numpy()
+        thresholds = tune_thresholds(probs, val_data.targets.numpy())
+        print("train: tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
+              + (" ..." if len(thresholds) > 10 else ""))
+    return dataclasses.replace(spec, task="multilabel", thresholds=list(thresholds), groups=fit.rule.groups)
 
 
 def start_or_resume(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator) -> dict:

@@ -54,7 +54,7 @@ def sha256_of(path: Path) -> str:
 
 def test_builtin_digits_writes_1797_pngs_in_ten_class_folders(tmp_path):
     out = tmp_path / "raw"
-    counts = download("builtin:digits", out)
+    counts = download("builtin:digits", out).counts
 
     assert sorted(p.name for p in out.iterdir()) == [str(d) for d in range(10)]
     assert counts == {str(d): len(list((out / str(d)).iterdir())) for d in range(10)}
@@ -91,7 +91,7 @@ def test_local_folder_is_copied_and_left_unchanged(tmp_path, shapes_dir):
     dirs_before = {p: p.stat().st_mtime_ns for p in [shapes_dir, *shapes_dir.rglob("*")] if p.is_dir()}
 
     out = tmp_path / "raw"
-    counts = download(str(shapes_dir), out)
+    counts = download(str(shapes_dir), out).counts
 
     assert counts == {"circle": 10, "cross": 10, "square": 10}
     copied = tree(out)
@@ -121,7 +121,7 @@ def test_nested_images_inside_a_class_folder_are_kept(tmp_path, shapes_dir):
     nested = shapes_dir / "cross" / "batch2"
     nested.mkdir()
     (nested / "extra.png").write_bytes((shapes_dir / "cross" / "cross_00.png").read_bytes())
-    counts = download(str(shapes_dir), tmp_path / "raw")
+    counts = download(str(shapes_dir), tmp_path / "raw").counts
     assert counts["cross"] == 11
     assert (tmp_path / "raw" / "cross" / "batch2" / "extra.png").is_file()
 
@@ -175,7 +175,7 @@ def test_file_url_archive_extracts_to_class_folders(tmp_path, shapes_dir, kind, 
     archive = make(shapes_dir, tmp_path / f"shapes.{kind}", top)
     out = tmp_path / "raw"
 
-    counts = download(archive.as_uri(), out)
+    counts = download(archive.as_uri(), out).counts
 
     assert counts == {"circle": 10, "cross": 10, "square": 10}
     assert sorted(p.name for p in out.iterdir()) == list(SHAPES)
@@ -185,7 +185,7 @@ def test_file_url_archive_extracts_to_class_folders(tmp_path, shapes_dir, kind, 
 
 def test_archive_with_two_wrapper_folders_is_descended(tmp_path, shapes_dir):
     archive = make_zip(shapes_dir, tmp_path / "shapes.zip", "outer/inner")
-    counts = download(archive.as_uri(), tmp_path / "raw")
+    counts = download(archive.as_uri(), tmp_path / "raw").counts
     assert counts == {"circle": 10, "cross": 10, "square": 10}
     assert tree(tmp_path / "raw") == tree(shapes_dir)
 
@@ -195,13 +195,13 @@ def test_archive_macos_metadata_folder_is_ignored(tmp_path, shapes_dir):
     make_zip(shapes_dir, archive, "shapes")
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr("__MACOSX/shapes/._circle", b"\x00\x05\x16\x07")
-    counts = download(archive.as_uri(), tmp_path / "raw")
+    counts = download(archive.as_uri(), tmp_path / "raw").counts
     assert counts == {"circle": 10, "cross": 10, "square": 10}
 
 
 def test_correct_sha256_passes(tmp_path, shapes_dir):
     archive = make_tar_gz(shapes_dir, tmp_path / "shapes.tar.gz", "shapes")
-    counts = download(archive.as_uri(), tmp_path / "raw", sha256=sha256_of(archive).upper())
+    counts = download(archive.as_uri(), tmp_path / "raw", sha256=sha256_of(archive).upper()).counts
     assert counts == {"circle": 10, "cross": 10, "square": 10}
 
 

@@ -19,6 +19,7 @@ ALL_MODELS = [
     "cnn",
     "cnn_custom",
     "cnn_deep",
+    "cnn_spatial",
     "dummy",
     "efficientnet_se",
     "mlp",

@@ -1,4 +1,8 @@
-"""Read the annotation file the split stage writes (path, label, source, transform, split)."""
+"""Read the annotation file the split stage writes.
+
+Single-label files have a `label` column; multi-label files have one 0/1 `label:<name>` column
+per label instead (see `imgpipe.data.labelsets`). Both have path, source, transform and split.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from imgpipe.data.labelsets import is_multilabel, label_names
 from imgpipe.errors import UserError
 
-COLUMNS = ("path", "label", "source", "transform", "split")
+COLUMNS = ("path", "source", "transform", "split")
 
 
 def read_annotations(path: Path) -> pd.DataFrame:
@@ -17,12 +22,22 @@ def read_annotations(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: annotation file not found; run the split stage first")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in table.columns]
+    if "label" not in table.columns and not is_multilabel(table):
+        missing.append("label (or label:<name> columns)")
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; rerun the split stage")
     return table
 
 
 def class_names(annotations: pd.DataFrame) -> list[str]:
-    """Class names in a stable order: numeric names numerically, others alphabetically."""
-    names = annotations["label"].unique().tolist()
+    """Class names in a stable order: numeric names numerically, others alphabetically.
+
+    For a multi-label table, the labels in vocabulary order.
+    """
+    if is_multilabel(annotations):
+        return label_names(annotations)
+    return natural_sorted(annotations["label"].unique().tolist())
+
+
+def natural_sorted(names: list[str]) -> list[str]:
     return sorted(names, key=lambda s: (0, int(s), s) if s.isdigit() else (1, 0, s))

@@ -6,6 +6,7 @@ transform that made it, so the split stage can keep all copies of a source toget
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import zlib
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from imgpipe.data.labelsets import LABELS_FILE, label_columns
 from imgpipe.data.readers import list_images, open_image
 from imgpipe.errors import UserError
 from imgpipe.outputs import atomic_dir
@@ -34,34 +36,48 @@ class Variant:
 
 
 def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> pd.DataFrame:
-    """Write originals and variants of every image under `raw/<class>/` to `out`.
+    """Write originals and variants of every image of the download stage's output to `out`.
 
-    Returns the manifest: one row per output with `path`, `label`, `source`, `transform`
-    (paths relative to `out` and `raw`).
+    Returns the manifest: one row per output with `path`, its labels (`label`, or `group` and
+    the `label:<name>` columns of a multi-label dataset), `source` and `transform` (paths
+    relative to `out` and `raw`).
     """
     raw, out = Path(raw), Path(out)
-    images = list_images(raw)
-    if not images:
+    items = labelled_images(raw)
+    if not items:
         raise UserError(f"{raw}: no images to augment; run the download stage first")
     rows = []
     with atomic_dir(out) as tmp:
-        for image in progress(images, desc="augment"):
-            rel = image.relative_to(raw)  # <class>/<name>
-            source, label = rel.as_posix(), rel.parts[0]
-            copy = Path("original") / rel
-            _write(tmp / copy, lambda dest: shutil.copyfile(image, dest))  # byte for byte
-            rows.append((copy.as_posix(), label, source, "original"))
+        for source, labels in progress(items, desc="augment"):
+            image = raw / source
+            copy = Path("original") / source
+            _write(tmp / copy, functools.partial(shutil.copyfile, image))  # byte for byte
+            rows.append({"path": copy.as_posix(), **labels, "source": source, "transform": "original"})
             rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
             original = open_image(image)
             for variant in variants(params, rng):
-                # <transform>/<class>/<name>.png keeps every output name unique, whatever the
+                # <transform>/<source>.png keeps every output name unique, whatever the
                 # source names (a.png beside a.jpg, or a source already named like a variant).
-                path = Path(variant.folder) / f"{rel}.png"
+                path = Path(variant.folder) / f"{source}.png"
                 _write(tmp / path, variant.apply(original).save)
-                rows.append((path.as_posix(), label, source, variant.transform))
-        manifest = pd.DataFrame(rows, columns=["path", "label", "source", "transform"])
+                rows.append({"path": path.as_posix(), **labels, "source": source, "transform": variant.transform})
+        manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
+
+
+def labelled_images(raw: Path) -> list[tuple[str, dict]]:
+    """(path relative to `raw`, label fields) for every image the download stage wrote.
+
+    Class folders give `{"label": <class>}`; a multi-label `labels.csv` gives its group and
+    0/1 label columns.
+    """
+    labels_file = raw / LABELS_FILE
+    if not labels_file.is_file():
+        return [(p.relative_to(raw).as_posix(), {"label": p.relative_to(raw).parts[0]}) for p in list_images(raw)]
+    table = pd.read_csv(labels_file, dtype=str, keep_default_na=False)
+    fields = ["group", *label_columns(table)]
+    return [(row["path"], {k: row[k] for k in fields}) for row in table.to_dict("records")]
 
 
 def _write(dest: Path, save: Callable[[Path], object]) -> None:

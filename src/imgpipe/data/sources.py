@@ -1,20 +1,28 @@
-"""The download stage: materialise `data.source` as `<out>/<class>/<image>` folders."""
+"""The download stage: materialise `data.source` as class folders or images plus `labels.csv`."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from imgpipe.data.annotations import natural_sorted
+from imgpipe.data.builtin import BUILTIN_MULTILABEL
+from imgpipe.data.labelfiles import find_annotations, read_label_source
+from imgpipe.data.labelsets import IMAGES_DIR, LABELS_FILE, label_matrix, label_names, make_table
 from imgpipe.data.readers import is_image_file, list_images
 from imgpipe.errors import UserError
 from imgpipe.outputs import atomic_dir
@@ -25,25 +33,93 @@ MIB = 1 << 20
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible
 
 
-def download(source: str, out: Path, sha256: str | None = None, limit: int | None = None) -> dict[str, int]:
+@dataclass(frozen=True)
+class LabelOptions:
+    """How to read labels: `task` and the multi-label annotation settings of `data`."""
+
+    task: str = "auto"  # auto | multiclass | multilabel
+    annotations: str | None = None  # annotation file or folder inside the source; None = detect
+    image_column: str | None = None
+    labels_column: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    images: int
+    counts: dict[str, int]  # images per class; multi-label: images carrying each label
+    multilabel: bool
+
+
+def download(
+    source: str, out: Path, sha256: str | None = None, limit: int | None = None, labels: LabelOptions = LabelOptions()
+) -> DatasetSummary:
     """Write the dataset named by `source` into `out` (replaced atomically).
 
-    With `limit`, only the first `limit` images of each class (in name order) are kept.
-    Returns the number of images per class.
+    Single-label data becomes `out/<class>/<image>`; multi-label data becomes `out/images/...`
+    plus `out/labels.csv` (see `imgpipe.data.labelsets`). With `limit`, only the first `limit`
+    images of each class (multi-label: in total), in name order, are kept.
     """
     with atomic_dir(Path(out)) as tmp:
-        if source == "builtin:digits":
-            write_builtin_digits(tmp)
-        elif source.startswith("builtin:"):
-            raise UserError(f"params: data.source '{source}' is unknown; builtin datasets: builtin:digits")
+        if source.startswith("builtin:"):
+            write_builtin(source, tmp, labels.task)
         elif source.startswith(("http://", "https://", "file://")):
-            fetch_archive(source, tmp, sha256)
+            with tempfile.TemporaryDirectory(prefix="imgpipe-download-") as work:
+                import_folder(fetch_archive(source, Path(work), sha256), tmp, labels)
         else:
-            copy_class_folders(Path(source), tmp)
+            import_folder(Path(source), tmp, labels)
+        if labels.task == "multilabel" and not (tmp / LABELS_FILE).exists():
+            class_folders_to_labels(tmp)
         if limit is not None:
             keep_first(tmp, limit)
-        counts = count_per_class(tmp)
-    return counts
+        summary = summarize(tmp)
+    return summary
+
+
+def write_builtin(source: str, out: Path, task: str) -> None:
+    if source == "builtin:digits":
+        write_builtin_digits(out)
+        return
+    if source not in BUILTIN_MULTILABEL:
+        names = ", ".join(["builtin:digits", *BUILTIN_MULTILABEL])
+        raise UserError(f"params: data.source '{source}' is unknown; builtin datasets: {names}")
+    if task == "multiclass":
+        raise UserError(f"params: data.source '{source}' is multi-label; set task to auto or multilabel")
+    BUILTIN_MULTILABEL[source](out).to_csv(out / LABELS_FILE, index=False)
+
+
+def import_folder(src: Path, out: Path, labels: LabelOptions) -> None:
+    """Copy a folder-per-class dataset, or images plus an annotation file (multi-label)."""
+    if not src.exists():
+        raise UserError(f"data.source: folder '{src}' does not exist")
+    if not src.is_dir():
+        raise UserError(f"data.source: '{src}' is not a folder (or a supported archive URL)")
+    annotated = labels.annotations is not None or (labels.task != "multiclass" and find_annotations(src) is not None)
+    if not annotated:
+        copy_class_folders(src, out)
+        return
+    if labels.task == "multiclass":
+        raise UserError("params: data.annotations is set, which means multi-label data; set task to auto or multilabel")
+    table, report = read_label_source(src, labels.annotations, labels.image_column, labels.labels_column)
+    for line in report:
+        print(f"download: {line}", file=sys.stderr)
+    for rel in table["path"]:
+        dest = out / IMAGES_DIR / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dest)
+    table = table.assign(path=IMAGES_DIR + "/" + table["path"], group=IMAGES_DIR + "/" + table["group"])
+    table.to_csv(out / LABELS_FILE, index=False)
+
+
+def class_folders_to_labels(out: Path) -> None:
+    """`task: multilabel` on class folders: one positive label per image, under `images/`."""
+    classes = natural_sorted([d.name for d in out.iterdir() if d.is_dir()])
+    (out / IMAGES_DIR).mkdir()
+    for name in classes:
+        os.replace(out / name, out / IMAGES_DIR / name)
+    paths = [p.relative_to(out).as_posix() for p in list_images(out / IMAGES_DIR)]
+    index = {name: k for k, name in enumerate(classes)}
+    targets = np.eye(len(classes), dtype=np.uint8)[[index[p.split("/")[1]] for p in paths]]
+    make_table(paths, classes, targets).to_csv(out / LABELS_FILE, index=False)
 
 
 def write_builtin_digits(out: Path) -> None:
@@ -80,23 +156,22 @@ def copy_class_folders(src: Path, out: Path) -> None:
             shutil.copyfile(image, dest)
 
 
-def fetch_archive(url: str, out: Path, sha256: str | None) -> None:
-    """Download an archive, verify its checksum, extract it and copy its class folders."""
+def fetch_archive(url: str, work: Path, sha256: str | None) -> Path:
+    """Download an archive into `work`, verify its checksum, extract it; returns the dataset root."""
     name = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
     if not name.lower().endswith(ARCHIVE_SUFFIXES):
         raise UserError(f"data.source: '{url}' is not a {', '.join(ARCHIVE_SUFFIXES)} archive")
-    with tempfile.TemporaryDirectory(prefix="imgpipe-download-") as work:
-        archive = Path(work) / name
-        fetch_url(url, archive)
-        digest = file_sha256(archive)
-        if sha256 and digest.lower() != sha256.lower():
-            raise UserError(
-                f"data.sha256: archive '{name}' has sha256 {digest}, expected {sha256}; "
-                "fix data.sha256 or the URL"
-            )
-        extracted = Path(work) / "extracted"
-        extract_archive(archive, extracted)
-        copy_class_folders(dataset_root(extracted), out)
+    archive = work / name
+    fetch_url(url, archive)
+    digest = file_sha256(archive)
+    if sha256 and digest.lower() != sha256.lower():
+        raise UserError(
+            f"data.sha256: archive '{name}' has sha256 {digest}, expected {sha256}; "
+            "fix data.sha256 or the URL"
+        )
+    extracted = work / "extracted"
+    extract_archive(archive, extracted)
+    return dataset_root(extracted)
 
 
 def fetch_url(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -156,11 +231,25 @@ def dataset_root(folder: Path) -> Path:
 
 
 def keep_first(folder: Path, limit: int) -> None:
-    """Delete all but the first `limit` images of each class folder (our own copy, never the source)."""
+    """Delete all but the first `limit` images of each class folder (multi-label: of the table),
+    in our own copy, never the source."""
+    labels_file = folder / LABELS_FILE
+    if labels_file.exists():
+        table = pd.read_csv(labels_file, dtype=str, keep_default_na=False).sort_values("path")
+        for rel in table["path"].iloc[limit:]:
+            (folder / rel).unlink()
+        table.iloc[:limit].to_csv(labels_file, index=False)
+        return
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for extra in list_images(class_dir)[limit:]:
             extra.unlink()
 
 
-def count_per_class(folder: Path) -> dict[str, int]:
-    return {d.name: len(list_images(d)) for d in sorted(Path(folder).iterdir()) if d.is_dir()}
+def summarize(folder: Path) -> DatasetSummary:
+    labels_file = folder / LABELS_FILE
+    if labels_file.exists():
+        table = pd.read_csv(labels_file, dtype=str, keep_default_na=False)
+        counts = dict(zip(label_names(table), label_matrix(table).sum(axis=0).tolist(), strict=True))
+        return DatasetSummary(len(table), counts, multilabel=True)
+    counts = {d.name: len(list_images(d)) for d in sorted(Path(folder).iterdir()) if d.is_dir()}
+    return DatasetSummary(sum(counts.values()), counts, multilabel=False)

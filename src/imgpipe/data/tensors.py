@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from imgpipe.data.labelsets import is_multilabel, label_matrix
 from imgpipe.data.readers import load_pixels
 from imgpipe.errors import UserError
 from imgpipe.progress import progress
@@ -46,7 +47,11 @@ def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 @dataclass(frozen=True)
 class LabelledImages:
     images: torch.Tensor  # (N, C, H, W) uint8
-    targets: torch.Tensor  # (N,) int64 class indices
+    targets: torch.Tensor  # (N,) int64 class indices, or (N, K) float 0/1 for multi-label
+
+    @property
+    def multilabel(self) -> bool:
+        return self.targets.dim() == 2
 
 
 def load_split(
@@ -54,7 +59,10 @@ def load_split(
 ) -> LabelledImages:
     """Decode the images of one split of the annotation table into memory."""
     rows = table[table["split"] == split]
-    index = {name: i for i, name in enumerate(classes)}
     images = load_images([Path(images_root) / p for p in rows["path"]], size, channels, desc=split)
+    if is_multilabel(table):
+        targets = torch.from_numpy(label_matrix(rows)).float()  # (N, K), columns in `classes` order
+        return LabelledImages(images, targets.reshape(len(rows), len(classes)))
+    index = {name: i for i, name in enumerate(classes)}
     targets = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
     return LabelledImages(images, targets)

@@ -44,6 +44,24 @@ def cnn(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     )
 
 
+@register_model("cnn_spatial", head="8")
+def cnn_spatial(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The `cnn` blocks with a head that keeps *where* features are: for labels tied to a place
+    in the image (the i-th digit of a number). Global pooling would average that away; as in
+    multi-digit recognisers (Goodfellow et al., 2013), a 4x4 map is flattened into dense layers."""
+    return nn.Sequential(
+        conv_block(in_channels, 32),  # (B, 32, S/2, S/2)
+        conv_block(32, 64),  # (B, 64, S/4, S/4)
+        conv_block(64, 128),  # (B, 128, S/8, S/8)
+        nn.AdaptiveAvgPool2d(4),  # (B, 128, 4, 4) at any size
+        nn.Flatten(),  # (B, 2048)
+        nn.Linear(128 * 16, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.3),
+        nn.Linear(256, num_classes),
+    )
+
+
 @register_model("cnn_deep", head="13")
 def cnn_deep(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Five conv blocks with average pooling, dropout after blocks 1, 3 and 5, one hidden layer."""
