@@ -40,6 +40,21 @@ def test_one_of_groups_needs_exactly_one_positive_per_training_image():
     assert one_of_groups(["size=big", "cat"], np.array([[1, 0]])) == ([], [])
 
 
+def test_groups_come_in_natural_order():
+    labels = [f"p{i}={v}" for i in (1, 10, 2) for v in ("a", "b")]
+    targets = np.tile([1, 0], 3)[None, :]
+    groups, _ = one_of_groups(labels, targets)
+    assert [labels[m[0]].split("=")[0] for m in groups] == ["p1", "p2", "p10"]
+
+
+def test_tuned_threshold_separates_scores_a_float32_mean_would_merge():
+    probs = np.array([[0.50000006], [0.5]], dtype=np.float32)
+    truth = np.array([[1], [0]])
+    (threshold,) = tune_thresholds(probs, truth)
+    rule = DecisionRule([threshold], [])
+    assert rule.decide(probs).ravel().tolist() == [1, 0]
+
+
 def test_tuned_threshold_maximises_each_labels_f1():
     rng = np.random.default_rng(1)
     truth = (rng.random((300, 3)) < [0.5, 0.2, 0.05]).astype(np.uint8)

@@ -107,10 +107,11 @@ def test_multilabel_metrics_hand_computed():
     assert m["hamming_accuracy"] == pytest.approx(10 / 12)
     # micro: TP 3, predicted 4, actual 4
     assert (m["precision_micro"], m["recall_micro"], m["f1_micro"]) == pytest.approx((3 / 4, 3 / 4, 3 / 4))
-    # macro over labels 0 and 1 only (label 2 has no true example): P (1, 1), R (1, 1/2)
-    assert m["precision_macro"] == pytest.approx(1.0)
+    # Label 2 has no true example: its recall is undefined and skipped, but its false positive
+    # counts: P (1, 1, 0), R (1, 1/2, -), F1 (1, 2/3, 0).
+    assert m["precision_macro"] == pytest.approx(2 / 3)
     assert m["recall_macro"] == pytest.approx(0.75)
-    assert m["f1_macro"] == pytest.approx((1 + 2 / 3) / 2)
+    assert m["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
 
 
 def test_per_label_table_leaves_recall_empty_without_examples():
@@ -119,8 +120,10 @@ def test_per_label_table_leaves_recall_empty_without_examples():
     rows = per_label_table(ML_TRUE, ML_PRED, ["a", "b", "c"])
     assert rows[1] == {"class": "b", "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2,
                        "accuracy": 0.75}
-    assert rows[2]["support"] == 0 and rows[2]["recall"] is None and rows[2]["f1"] is None
-    assert rows[2]["precision"] == 0.0  # predicted once, wrongly
+    assert rows[2]["support"] == 0 and rows[2]["recall"] is None
+    assert rows[2]["precision"] == 0.0 and rows[2]["f1"] == 0.0  # predicted once, wrongly
+    never = per_label_table(ML_TRUE, np.zeros_like(ML_PRED), ["a", "b", "c"])
+    assert never[2]["precision"] is None and never[2]["f1"] is None  # 0/0 stays empty
     assert labels_without_examples(ML_TRUE, ["a", "b", "c"]) == ["c"]
 
 
@@ -150,5 +153,5 @@ def test_group_accuracy_per_position_and_sequence():
     truth = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]])
     pred = np.array([[1, 0, 0, 1], [1, 0, 0, 1], [1, 0, 0, 1]])
     scores = group_accuracy(truth, pred, {"p1": [0, 1], "p2": [2, 3]})
-    assert scores == {"p1_accuracy": pytest.approx(2 / 3), "p2_accuracy": pytest.approx(2 / 3),
+    assert scores == {"position_accuracy": {"p1": pytest.approx(2 / 3), "p2": pytest.approx(2 / 3)},
                       "sequence_accuracy": pytest.approx(1 / 3)}

@@ -121,7 +121,7 @@ def test_multidigit_end_to_end_decodes_one_value_per_position(tmp_path):
     assert len(spec.classes) == 55 and len(spec.groups) == 5
     assert [spec.classes[m[0]] for m in spec.groups] == [f"p{i}=0" for i in range(1, 6)]
     metrics = evaluate(out / "model.pt", root / "annotations.csv", root / "augmented", tmp_path / "eval")
-    assert {f"p{i}_accuracy" for i in range(1, 6)} | {"sequence_accuracy"} <= set(metrics)
+    assert list(metrics["position_accuracy"]) == [f"p{i}" for i in range(1, 6)]
     assert metrics["sequence_accuracy"] == metrics["exact_match_accuracy"]  # every label is in a group
     images = sorted((root / "augmented/original/images").glob("*.png"))[:8]
     table = predict(out / "model.pt", images, tmp_path / "pred.tsv")
@@ -168,3 +168,20 @@ def test_version_1_model_files_still_load_as_multiclass(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     _, spec = load_checkpoint(tmp_path / "old.pt")
     assert spec.task == "multiclass" and not spec.multilabel
+
+
+def test_task_multilabel_with_limit_keeps_images_of_every_class(tmp_path):
+    source = write_shapes_dataset(tmp_path / "shapes", per_class=4)
+    summary = download(str(source), tmp_path / "raw", limit=2, labels=LabelOptions(task="multilabel"))
+    assert summary.counts == {"circle": 2, "cross": 2, "square": 2}
+
+
+def test_a_stray_csv_beside_class_folders_is_ignored_with_a_note(tmp_path, capsys):
+    source = write_shapes_dataset(tmp_path / "shapes", per_class=2)
+    (source / "metadata.csv").write_text("author,licence\nme,cc0\n")
+    summary = download(str(source), tmp_path / "raw")
+    assert not summary.multilabel and summary.counts == {"circle": 2, "cross": 2, "square": 2}
+    assert "reading class folders; no usable annotation file" in capsys.readouterr().err
+    # Asked for explicitly, the same file is an error.
+    with pytest.raises(UserError, match="metadata.csv"):
+        download(str(source), tmp_path / "raw2", labels=LabelOptions(annotations="metadata.csv"))

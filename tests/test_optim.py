@@ -162,6 +162,8 @@ def test_pos_weight_auto_is_negatives_over_positives_per_label():
     from imgpipe.optim import positive_weights
 
     assert positive_weights(ML_TARGETS).tolist() == pytest.approx([1 / 3, 3.0, 3.0])
+    # A label on every image, or on none, keeps weight 1 (0 would stop it learning).
+    assert positive_weights(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).tolist() == [1.0, 1.0]
     # Weighting positives raises the loss of a missed positive of a rare label.
     logits = torch.zeros(4, 3)
     plain = create_loss(dataclasses.replace(BASE, loss="bce"), ML_TARGETS)(logits, ML_TARGETS)
@@ -174,6 +176,7 @@ def test_pos_weight_auto_is_negatives_over_positives_per_label():
     [
         ({"loss": "cross_entropy"}, "train.loss 'cross_entropy' is single-label"),
         ({"loss": "mse", "pos_weight": "auto"}, "train.pos_weight auto works with train.loss bce"),
+        ({"label_smoothing": 0.1}, "train.label_smoothing is for cross_entropy on single-label data"),
     ],
 )
 def test_multilabel_loss_misuse_is_a_user_error(changes, fragment):

@@ -7,6 +7,7 @@ well-formed. Every other label is positive when its probability reaches its thre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,12 +35,17 @@ def one_of_groups(labels: Sequence[str], targets: np.ndarray) -> tuple[list[list
     """The `group=value` groups with exactly one positive per training image, and the names of
     groups that break that rule (decoded per label by threshold instead)."""
     kept, broken = [], []
-    for name, members in label_groups(labels).items():
+    for name, members in sorted(label_groups(labels).items(), key=lambda item: natural_key(item[0])):
         if len(targets) and (targets[:, members].sum(axis=1) == 1).all():
             kept.append(members)
         else:
             broken.append(name)
     return kept, broken
+
+
+def natural_key(name: str) -> list:
+    """Sort key reading digit runs as numbers: p2 < p10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5) -> list[float]:
@@ -64,5 +70,7 @@ def _best_threshold(scores: np.ndarray, truth: np.ndarray, default: float) -> fl
     f1 = 2 * tp / (predicted + positives)
     best = int(np.argmax(f1))  # first maximum: the highest threshold among ties
     cut = np.flatnonzero(last_of_run)[best]
-    below = ranked[cut + 1] if cut + 1 < len(ranked) else 0.0
-    return float((ranked[cut] + below) / 2)  # midway to the next lower score
+    below = float(ranked[cut + 1]) if cut + 1 < len(ranked) else 0.0
+    # Midway to the next lower score, in float64: a float32 mean of two neighbouring scores can
+    # round onto one of them and move the cut.
+    return (float(ranked[cut]) + below) / 2

@@ -48,14 +48,13 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Exact-match and Hamming accuracy, micro and macro precision/recall/F1 of (N, K) 0/1 arrays.
 
-    Macro averages run over the labels with at least one true example: a label absent from
-    `y_true` has no recall to average (it is listed by `labels_without_examples` instead).
+    Macro averages skip only what is undefined (0/0): the recall of a label with no true
+    example, the precision of a label never predicted. A false positive on a label absent from
+    `y_true` still counts against macro precision and F1.
     """
-    present = y_true.sum(axis=0) > 0  # (K,)
     micro = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)[:3]
-    macro = precision_recall_fscore_support(
-        y_true[:, present], y_pred[:, present], average="macro", zero_division=0
-    )[:3] if present.any() else (0.0, 0.0, 0.0)
+    macro = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=np.nan)[:3]
+    macro = tuple(0.0 if np.isnan(v) else v for v in macro)  # nothing defined at all
     n = len(y_true)
     return {
         "exact_match_accuracy": float((y_true == y_pred).all(axis=1).mean()) if n else 0.0,
@@ -72,15 +71,16 @@ def labels_without_examples(y_true: np.ndarray, labels: Sequence[str]) -> list[s
 def per_label_table(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> list[dict]:
     """One row per label: precision, recall, F1, support and accuracy (of the 0/1 decision).
 
-    Recall and F1 are left empty (None) for a label with no true example, never 0/0.
+    Undefined values (0/0) are left empty (None), never 0: recall without a true example,
+    precision without a prediction, F1 with neither.
     """
     rows = []
     for k, name in enumerate(labels):
         truth, pred = y_true[:, k], y_pred[:, k]
         tp, support, predicted = int((truth & pred).sum()), int(truth.sum()), int(pred.sum())
-        precision = tp / predicted if predicted else 0.0
+        precision = tp / predicted if predicted else None
         recall = tp / support if support else None
-        f1 = 2 * tp / (support + predicted) if support else None
+        f1 = 2 * tp / (support + predicted) if support + predicted else None
         rows.append({
             "class": name, "precision": precision, "recall": recall, "f1": f1, "support": support,
             "accuracy": float((truth == pred).mean()) if len(truth) else 0.0,
@@ -116,9 +116,10 @@ def cooccurrence_counts(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence
     ]
 
 
-def group_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, list[int]]) -> dict[str, float]:
-    """For one-of groups (`p1=...`): accuracy per group and of all groups at once (the sequence)."""
+def group_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, list[int]]) -> dict:
+    """For one-of groups (`p1=...`): accuracy per group (position) and of all groups at once."""
     correct = {name: (y_true[:, m] == y_pred[:, m]).all(axis=1) for name, m in groups.items()}  # (N,) each
-    out = {f"{name}_accuracy": float(c.mean()) for name, c in correct.items()}
-    out["sequence_accuracy"] = float(np.all(list(correct.values()), axis=0).mean())
-    return out
+    return {
+        "position_accuracy": {name: float(c.mean()) for name, c in correct.items()},
+        "sequence_accuracy": float(np.all(list(correct.values()), axis=0).mean()),
+    }

@@ -72,7 +72,9 @@ def loss_name(params: TrainParams, multilabel: bool) -> str:
 def positive_weights(targets: torch.Tensor) -> torch.Tensor:
     """`pos_weight: auto`: negatives / positives per label of (N, K) training targets."""
     positives = targets.sum(dim=0)  # (K,)
-    return (len(targets) - positives) / positives.clamp_min(1)
+    ratio = (len(targets) - positives) / positives.clamp_min(1)
+    # A label on every image (or on none) has no imbalance to correct; 0 would silence it.
+    return torch.where((positives > 0) & (positives < len(targets)), ratio, torch.ones_like(ratio))
 
 
 @dataclass
@@ -152,6 +154,8 @@ def create_loss(params: TrainParams, train_targets: torch.Tensor | None = None) 
             "params: train.loss 'cross_entropy' is single-label (one softmax over all classes); "
             f"for multi-label data use auto or one of: {', '.join(MULTILABEL_LOSSES)}"
         )
+    if params.label_smoothing > 0:
+        raise UserError("params: train.label_smoothing is for cross_entropy on single-label data; set it to 0")
     if params.pos_weight == "auto" and name != "bce":
         raise UserError(f"params: train.pos_weight auto works with train.loss bce, not '{name}'")
     pos_weight = positive_weights(train_targets) if params.pos_weight == "auto" else None

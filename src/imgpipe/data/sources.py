@@ -67,10 +67,10 @@ def download(
                 import_folder(fetch_archive(source, Path(work), sha256), tmp, labels)
         else:
             import_folder(Path(source), tmp, labels)
+        if limit is not None:
+            keep_first(tmp, limit)  # per class while still in class folders
         if labels.task == "multilabel" and not (tmp / LABELS_FILE).exists():
             class_folders_to_labels(tmp)
-        if limit is not None:
-            keep_first(tmp, limit)
         summary = summarize(tmp)
     return summary
 
@@ -93,13 +93,13 @@ def import_folder(src: Path, out: Path, labels: LabelOptions) -> None:
         raise UserError(f"data.source: folder '{src}' does not exist")
     if not src.is_dir():
         raise UserError(f"data.source: '{src}' is not a folder (or a supported archive URL)")
-    annotated = labels.annotations is not None or (labels.task != "multiclass" and find_annotations(src) is not None)
-    if not annotated:
+    if labels.task == "multiclass" and labels.annotations is not None:
+        raise UserError("params: data.annotations is set, which means multi-label data; set task to auto or multilabel")
+    found = read_annotated(src, labels) if labels.task != "multiclass" else None
+    if found is None:
         copy_class_folders(src, out)
         return
-    if labels.task == "multiclass":
-        raise UserError("params: data.annotations is set, which means multi-label data; set task to auto or multilabel")
-    table, report = read_label_source(src, labels.annotations, labels.image_column, labels.labels_column)
+    table, report = found
     for line in report:
         print(f"download: {line}", file=sys.stderr)
     for rel in table["path"]:
@@ -108,6 +108,28 @@ def import_folder(src: Path, out: Path, labels: LabelOptions) -> None:
         shutil.copyfile(src / rel, dest)
     table = table.assign(path=IMAGES_DIR + "/" + table["path"], group=IMAGES_DIR + "/" + table["group"])
     table.to_csv(out / LABELS_FILE, index=False)
+
+
+def read_annotated(src: Path, labels: LabelOptions) -> tuple[pd.DataFrame, list[str]] | None:
+    """The multi-label table of `src`, or None for a folder-per-class dataset.
+
+    With `task: auto` and no `data.annotations`, a CSV beside class folders (a Kaggle
+    `metadata.csv`, say) that cannot be read as annotations is ignored, with a note.
+    """
+    strict = labels.annotations is not None or labels.task == "multilabel" or not has_class_folders(src)
+    try:
+        if labels.annotations is None and find_annotations(src) is None:
+            return None
+        return read_label_source(src, labels.annotations, labels.image_column, labels.labels_column)
+    except UserError as err:
+        if strict:
+            raise
+        print(f"download: reading class folders; no usable annotation file ({err})", file=sys.stderr)
+        return None
+
+
+def has_class_folders(src: Path) -> bool:
+    return any(d.is_dir() and not d.name.startswith(".") and list_images(d) for d in src.iterdir())
 
 
 def class_folders_to_labels(out: Path) -> None:
