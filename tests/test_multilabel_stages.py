@@ -185,3 +185,17 @@ def test_a_stray_csv_beside_class_folders_is_ignored_with_a_note(tmp_path, capsy
     # Asked for explicitly, the same file is an error.
     with pytest.raises(UserError, match="metadata.csv"):
         download(str(source), tmp_path / "raw2", labels=LabelOptions(annotations="metadata.csv"))
+
+
+def test_archive_with_images_and_an_annotation_file(tmp_path):
+    import tarfile
+
+    source = write_multilabel_shapes(tmp_path / "tags", count=6)
+    archive = tmp_path / "tags.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(source, arcname="tags-v1")  # one wrapper folder, as most archives have
+    summary = download(archive.as_uri(), tmp_path / "raw")
+    assert summary.multilabel and summary.images == 6
+    table = pd.read_csv(tmp_path / "raw/labels.csv", dtype=str, keep_default_na=False)
+    assert label_names(table) == ["circle", "cross", "square"]
+    assert all((tmp_path / "raw" / p).is_file() for p in table["path"])
