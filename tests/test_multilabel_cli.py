@@ -193,12 +193,7 @@ def prepared_multilabel(tmp_path_factory) -> Path:
     source = write_images(folder / "src", tuple(f"{i}.png" for i in range(12)))
     rows = [f"{i}.png,{' '.join(LABELS[k] for k in range(3) if (i >> k) & 1 or i % 4 == k)}" for i in range(12)]
     (source / "labels.csv").write_text("image,tags\n" + "\n".join(rows) + "\n")
-    work = folder / "work"
-    work.mkdir()
-    write_params(work / "params.yaml", tiny_overrides(source))
-    for name in ("download", "augment", "split"):
-        stage(name, cwd=work, check=True)
-    return work
+    return run_data_stages(folder / "work", source)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +202,11 @@ def prepared_single_label(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("sl-prepared")
     source = write_shapes_dataset(folder / "shapes", per_class=4)
-    work = folder / "work"
+    return run_data_stages(folder / "work", source)
+
+
+def run_data_stages(work: Path, source: Path) -> Path:
+    """download, augment and split on `source` with tiny params, in a new folder `work`."""
     work.mkdir()
     write_params(work / "params.yaml", tiny_overrides(source))
     for name in ("download", "augment", "split"):
