@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from imgpipe.outputs import atomic_dir, atomic_file
+from imgpipe.outputs import atomic_dir, atomic_file, staged_outputs
 
 
 def tree(folder):
@@ -61,7 +61,7 @@ def test_body_error_without_previous_target_creates_nothing(tmp_path):
             (tmp / "x").write_text("partial")
             raise Boom
     assert not target.exists()
-    assert siblings(target) == []
+    assert not target.parent.exists()  # the folder made for it is gone too
 
 
 def test_success_replaces_previous_target(previous):
@@ -121,3 +121,86 @@ def test_atomic_file_success_and_failure(tmp_path):
             raise Boom
     assert target.read_text() == "v1"
     assert siblings(target) == ["file.csv"]
+
+
+def write_set(staged, root, version):
+    """Stage the three outputs of a stage like split: a folder, a file, another folder."""
+    folder = staged.folder(root / "metrics")
+    (folder / "m.json").write_text(version)
+    staged.file(root / "data" / "table.csv").write_text(version)
+    (staged.folder(root / "models") / "w.bin").write_text(version)
+
+
+OUTPUTS = ("metrics/m.json", "data/table.csv", "models/w.bin")
+
+
+def versions(root):
+    """What each output holds now, or None where it is missing."""
+    return [(root / rel).read_text() if (root / rel).exists() else None for rel in OUTPUTS]
+
+
+def test_staged_outputs_replace_all_targets_together(tmp_path):
+    with staged_outputs() as staged:
+        write_set(staged, tmp_path, "old")
+    with staged_outputs() as staged:
+        write_set(staged, tmp_path, "new")
+        assert versions(tmp_path) == ["old", "old", "old"]  # nothing moves before the block ends
+    assert versions(tmp_path) == ["new", "new", "new"]
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+def test_staged_outputs_failure_keeps_every_old_output(tmp_path):
+    with staged_outputs() as staged:
+        write_set(staged, tmp_path, "old")
+    with pytest.raises(Boom):
+        with staged_outputs() as staged:
+            write_set(staged, tmp_path, "new")
+            raise Boom
+    assert versions(tmp_path) == ["old", "old", "old"]
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs (commit has no cleanup path)."""
+
+
+@pytest.mark.parametrize("renames_before_kill", range(6))
+def test_a_kill_during_commit_never_leaves_a_complete_mix(tmp_path, monkeypatch, renames_before_kill):
+    # Three old outputs out of the way, three new ones in: six renames. Whichever one the kill
+    # lands before, the outputs are all old, all new, or at least one is missing (so `dvc repro`
+    # reruns the stage and `dvc commit` refuses) -- never old and new files side by side.
+    import imgpipe.outputs as outputs
+
+    with staged_outputs() as staged:
+        write_set(staged, tmp_path, "old")
+    real_replace, done = os.replace, []
+
+    def replace(src, dst):
+        if len(done) == renames_before_kill:
+            raise Killed
+        done.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(Killed):
+        with staged_outputs() as staged:
+            write_set(staged, tmp_path, "new")
+    now = versions(tmp_path)
+    assert now == ["old"] * 3 or None in now, now
+    assert not ({"old", "new"} <= set(now)) or None in now
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    # The next run clears what the killed one left (its pid is gone) and writes a full set.
+    monkeypatch.setattr(outputs, "_alive", lambda pid: False)
+    with staged_outputs() as staged:
+        write_set(staged, tmp_path, "next")
+    assert versions(tmp_path) == ["next"] * 3
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+def test_leftovers_of_a_live_process_are_kept(tmp_path):
+    target = tmp_path / "out"
+    other = tmp_path / f".out.tmp-{os.getppid()}-abc"  # our parent is alive
+    other.mkdir()
+    with atomic_dir(target):
+        pass
+    assert other.exists()

@@ -37,10 +37,14 @@ class ModelSpec:
 
 
 def save_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:
-    """Write the model file atomically (plain types and tensors only, no pickled classes)."""
-    payload = {"format": FORMAT_VERSION, **asdict(spec), "state_dict": state_dict, **extra}
+    """Write the model file atomically."""
     with atomic_file(Path(path)) as tmp:
-        torch.save(payload, tmp)
+        write_checkpoint(tmp, spec, state_dict, extra)
+
+
+def write_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:
+    """Write the model file (plain types and tensors only, no pickled classes) to `path` as is."""
+    torch.save({"format": FORMAT_VERSION, **asdict(spec), "state_dict": state_dict, **extra}, path)
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -19,18 +20,28 @@ def make_app() -> typer.Typer:
     return typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so staged outputs are discarded on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def reports_user_errors(func: F) -> F:
-    """Turn a `UserError` (and Ctrl-C) into one line on stderr and a non-zero exit."""
+    """Turn a `UserError` into one line on stderr and exit 1; Ctrl-C and SIGTERM exit 130 and
+    143 after the staged outputs are discarded (see `imgpipe.outputs`)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, **kwargs)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             raise typer.Exit(code=1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             print("interrupted: outputs left unchanged", file=sys.stderr)
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=143 if isinstance(stop, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]

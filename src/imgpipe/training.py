@@ -23,7 +23,7 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from imgpipe.checkpoint import ModelSpec, save_checkpoint
+from imgpipe.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import class_names, read_annotations
 from imgpipe.data.labelsets import is_multilabel
 from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_model_input
@@ -33,7 +33,7 @@ from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics, multilabel_metrics
 from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_loss, create_optimizer, create_schedule
-from imgpipe.outputs import atomic_dir, atomic_file
+from imgpipe.outputs import atomic_file, staged_outputs
 from imgpipe.params import ImageParams, TrainParams
 from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
@@ -177,9 +177,9 @@ def train(
     spec = ModelSpec(model_name, classes, image.size, channels, fit.mean, fit.std)
     if fit.rule is not None:
         spec = multilabel_spec(spec, fit, state["best_state"], params, val_data)
-    save_checkpoint(model_out, spec, state["best_state"], extra={"best_epoch": int(state["best"]["epoch"])})
-    with atomic_dir(metrics_dir) as tmp:
-        shutil.copytree(live_dir, tmp, dirs_exist_ok=True)
+    with staged_outputs() as staged:  # the model file and its metrics land together
+        write_checkpoint(staged.file(model_out), spec, state["best_state"], {"best_epoch": int(state["best"]["epoch"])})
+        shutil.copytree(live_dir, staged.folder(metrics_dir), dirs_exist_ok=True)
     shutil.rmtree(resume_dir)
     return state["best"]
 
