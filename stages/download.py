@@ -1,9 +1,12 @@
 """Download stage: materialise `data.source` as `<out>/<class>/<image>` folders, or (multi-label)
-`<out>/images/...` plus `<out>/labels.csv` with one 0/1 column per label.
+`<out>/images/...` plus `<out>/labels.csv` with one 0/1 column per label. Files that are not
+usable images are skipped; the report lists each with its reason, and duplicates.
 
 \b
-    python stages/download.py --params params.yaml --out data/raw
+    python stages/download.py --params params.yaml --out data/raw --metrics metrics/download
 """
+
+import sys
 
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +14,7 @@ from typing import Annotated
 import typer
 
 from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.data.ingest import REPORT_FILE
 from imgpipe.data.sources import LabelOptions, download
 from imgpipe.params import load_params
 
@@ -22,12 +26,18 @@ app = make_app()
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `data` and `task`.")] = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("data/raw"),
+    metrics: Annotated[
+        Path, typer.Option(help="Folder for report.json (every skipped file, duplicate, conversion) and metrics.json.")
+    ] = Path("metrics/download"),
 ) -> None:
     p = load_params(params)
     options = LabelOptions(p.task, p.data.annotations, p.data.image_column, p.data.labels_column)
-    summary = download(p.data.source, out, sha256=p.data.sha256, limit=p.data.limit, labels=options)
-    kind = "labels (multi-label)" if summary.multilabel else "classes"
-    print(f"download: {summary.images} images, {len(summary.counts)} {kind} -> {out}")
+    done = download(
+        p.data.source, out, p.data.sha256, p.data.limit, options, metrics, max_extract_gb=p.data.max_extract_gb
+    )
+    for note in done.notes:
+        print(f"download: {note}", file=sys.stderr)
+    print(f"download: {done.summary()} -> {out} (details: {metrics / REPORT_FILE})")
 
 
 if __name__ == "__main__":

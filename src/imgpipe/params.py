@@ -31,9 +31,11 @@ class DataParams:
     annotations: str | None = None
     image_column: str | None = None
     labels_column: str | None = None
+    max_extract_gb: float = 20.0  # refuse archives that would expand beyond this (zip bombs)
 
     def __post_init__(self) -> None:
         _require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
+        _require(self.max_extract_gb > 0, "data.max_extract_gb", self.max_extract_gb, "a size in GB > 0")
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,13 @@ class AugmentParams:
     rotations: tuple[float, ...] = (-15.0, 15.0)  # one rotated copy per angle, degrees
     invert: bool = False  # add a colour-inverted copy of every image
     shear: float = 25.0  # one copy sheared by a random angle in +-shear degrees; 0 = off
+    # Copies are made from the image shrunk to at most this many pixels on its longer side, so a
+    # 4000 px photo does not cost seconds per copy; originals are kept as they are. null = full size.
+    max_side: int | None = 512
 
     def __post_init__(self) -> None:
         _require(0 <= self.shear < 90, "augment.shear", self.shear, "degrees in [0, 90)")
+        _require(self.max_side is None or self.max_side >= 8, "augment.max_side", self.max_side, "null or an integer >= 8")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class SplitParams:
     val: float = 0.1
     test: float = 0.1
     eval_augmented: bool = False  # keep augmented copies in val/test too
+    # Keep the split of a dataset that ships train/ val/ test/ folders; false merges and re-splits.
+    respect_existing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):

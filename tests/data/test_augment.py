@@ -36,7 +36,7 @@ def test_manifest_has_original_and_one_row_per_transform(tmp_path, small_raw):
     out = tmp_path / "augmented"
     manifest = augment_dataset(small_raw, out, PARAMS, seed=0)
 
-    assert list(manifest.columns) == ["path", "label", "source", "transform"]
+    assert list(manifest.columns) == ["path", "label", "group", "split_on_disk", "source", "transform"]
     sources = image_paths(small_raw)
     assert len(sources) == 9
     assert len(manifest) == 9 * (1 + 2 + 1 + 1)

@@ -75,8 +75,7 @@ def test_fractions_are_respected_per_class():
     ],
 )
 def test_allocate_counts(fractions, n, expected):
-    params = SplitParams(*fractions)
-    names = allocate(n, params)
+    names = allocate(n, fractions)
     assert len(names) == n
     assert tuple(names.count(s) for s in SPLITS) == expected
 
@@ -166,7 +165,12 @@ def test_write_split_on_a_real_augmented_folder(tmp_path):
     assert (augmented / on_disk["path"]).map(lambda p: p.is_file()).all()
     summary = json.loads((metrics / "split.json").read_text())
     # 10 sources per class -> 8/1/1; train keeps 3 files per source (original, rotation, shear)
-    assert summary == {"images": {"train": 3 * 8 * 3, "val": 3, "test": 3}, "classes": 3}
+    assert summary == {
+        "images": {"train": 3 * 8 * 3, "val": 3, "test": 3},
+        "classes": 3,
+        "split_on_disk_kept": False,
+        "duplicate_sets_across_splits": 0,
+    }
     counts = pd.read_csv(metrics / "class_counts.csv")
     assert list(counts.columns) == ["label", "split", "count"]
     assert len(counts) == 9
@@ -178,3 +182,49 @@ def test_write_split_without_manifest_is_a_user_error(tmp_path):
         write_split(tmp_path, tmp_path / "a.csv", tmp_path / "m", DEFAULT, seed=0)
     assert not (tmp_path / "a.csv").exists()
     assert not (tmp_path / "m").exists()
+
+
+def shipped_manifest(on_disk: dict[str, int], classes=("a", "b"), copies: dict[str, str] | None = None) -> pd.DataFrame:
+    """Originals of a dataset shipped split on disk: `on_disk` = images per class in each split."""
+    rows = []
+    for label in classes:
+        for split, n in on_disk.items():
+            for i in range(n):
+                source = f"{label}/{split}/{i}.png"
+                group = (copies or {}).get(source, source)
+                rows.append({"path": f"original/{source}", "label": label, "group": group,
+                             "split_on_disk": split, "source": source, "transform": "original"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_respect_existing_keeps_the_shipped_split():
+    manifest = shipped_manifest({"train": 6, "val": 2, "test": 3})
+    params = SplitParams(train=0.8, val=0.1, test=0.1, respect_existing=True)
+    out = split_dataset(manifest, params, seed=0)
+    assert (out["split"] == out["split_on_disk"]).all()
+
+
+def test_respect_existing_draws_a_missing_val_split_from_train_per_class():
+    manifest = shipped_manifest({"train": 9, "test": 3})
+    params = SplitParams(train=0.6, val=0.3, test=0.1, respect_existing=True)
+    out = split_dataset(manifest, params, seed=0)
+    assert (out.loc[out["split_on_disk"] == "test", "split"] == "test").all()
+    shipped_train = out[out["split_on_disk"] == "train"]
+    # val takes 0.3 / (0.6 + 0.3) of each class's shipped train images: 3 of 9.
+    assert shipped_train.groupby("label")["split"].value_counts().unstack().to_dict("index") == {
+        "a": {"train": 6, "val": 3}, "b": {"train": 6, "val": 3},
+    }
+
+
+def test_respect_existing_on_data_not_shipped_split_is_refused():
+    manifest = shipped_manifest({"train": 4}).assign(split_on_disk="")
+    with pytest.raises(UserError, match="split.respect_existing is true but data.source is not split on disk"):
+        split_dataset(manifest, SplitParams(respect_existing=True), seed=0)
+
+
+def test_byte_identical_copies_share_a_split_when_re_splitting():
+    copies = {f"a/train/{i}.png": "a/train/0.png" for i in range(1, 5)}  # five copies of one image
+    manifest = shipped_manifest({"train": 20}, classes=("a",), copies=copies)
+    for seed in range(5):
+        out = split_dataset(manifest, SplitParams(train=0.5, val=0.25, test=0.25), seed=seed)
+        assert out[out["group"] == "a/train/0.png"]["split"].nunique() == 1

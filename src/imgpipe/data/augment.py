@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from imgpipe.data.ingest import SOURCES_FILE
 from imgpipe.data.labelsets import LABELS_FILE, label_columns
 from imgpipe.data.readers import list_images, open_image
 from imgpipe.errors import UserError
@@ -54,7 +55,7 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
             _write(tmp / copy, functools.partial(shutil.copyfile, image))  # byte for byte
             rows.append({"path": copy.as_posix(), **labels, "source": source, "transform": "original"})
             rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
-            original = open_image(image)
+            original = open_image(image, max_side=params.max_side)
             for variant in variants(params, rng):
                 # <transform>/<source>.png keeps every output name unique, whatever the
                 # source names (a.png beside a.jpg, or a source already named like a variant).
@@ -69,15 +70,24 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
 def labelled_images(raw: Path) -> list[tuple[str, dict]]:
     """(path relative to `raw`, label fields) for every image the download stage wrote.
 
-    Class folders give `{"label": <class>}`; a multi-label `labels.csv` gives its group and
-    0/1 label columns.
+    Class folders give `label` (the folder), `group` (shared by byte-identical copies) and
+    `split_on_disk` from `sources.csv`; a multi-label `labels.csv` gives its group and 0/1
+    label columns.
     """
     labels_file = raw / LABELS_FILE
-    if not labels_file.is_file():
-        return [(p.relative_to(raw).as_posix(), {"label": p.relative_to(raw).parts[0]}) for p in list_images(raw)]
-    table = pd.read_csv(labels_file, dtype=str, keep_default_na=False)
-    fields = ["group", *label_columns(table)]
-    return [(row["path"], {k: row[k] for k in fields}) for row in table.to_dict("records")]
+    if labels_file.is_file():
+        table = pd.read_csv(labels_file, dtype=str, keep_default_na=False)
+        fields = ["group", *label_columns(table)]
+        return [(row["path"], {k: row[k] for k in fields}) for row in table.to_dict("records")]
+    sources_file = raw / SOURCES_FILE
+    if not sources_file.is_file():  # class folders written by hand: every image its own group
+        paths = [p.relative_to(raw).as_posix() for p in list_images(raw)]
+        return [(p, {"label": p.split("/")[0], "group": p, "split_on_disk": ""}) for p in paths]
+    table = pd.read_csv(sources_file, dtype=str, keep_default_na=False)
+    return [
+        (row["path"], {"label": row["path"].split("/")[0], "group": row["group"], "split_on_disk": row["split"]})
+        for row in table.to_dict("records")
+    ]
 
 
 def _write(dest: Path, save: Callable[[Path], object]) -> None:

@@ -8,6 +8,7 @@ data is split by iterative stratification over label sets, grouped by the `group
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,15 @@ from imgpipe.data.augment import MANIFEST
 from imgpipe.data.labelsets import is_multilabel, label_matrix, label_names
 from imgpipe.data.stratify import SPLITS, iterative_split
 from imgpipe.errors import UserError
-from imgpipe.outputs import atomic_dir, atomic_file
+from imgpipe.outputs import staged_outputs
 from imgpipe.params import SplitParams
 
 
 def split_dataset(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.DataFrame:
     """Add a `split` column; val/test keep only originals unless `params.eval_augmented`."""
-    if is_multilabel(manifest):
+    if params.respect_existing:
+        out = manifest.assign(split=manifest["source"].map(split_on_disk(manifest, params, seed)))
+    elif is_multilabel(manifest):
         out = split_multilabel(manifest, params, seed)
     else:
         out = manifest.assign(split=manifest["source"].map(split_by_class(manifest, params, seed)))
@@ -32,17 +35,56 @@ def split_dataset(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.
     return out.reset_index(drop=True)
 
 
-def split_by_class(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, str]:
-    """Source image -> split, drawn per class so each class is split in proportion."""
-    sources = manifest.drop_duplicates("source")[["source", "label"]]
-    assignment = {}
+def split_by_class(
+    manifest: pd.DataFrame, params: SplitParams, seed: int, fractions: tuple[float, float, float] | None = None
+) -> dict[str, str]:
+    """Source image -> split, drawn per class so each class is split in proportion.
+
+    Sources sharing a `group` (byte-identical copies) share a split; a group counts for the
+    class of its first source.
+    """
+    key = "group" if "group" in manifest.columns else "source"
+    sources = manifest.drop_duplicates("source")
+    groups = sources.drop_duplicates(key)[[key, "label"]]
+    fractions = fractions or (params.train, params.val, params.test)
+    by_group = {}
     rng = np.random.default_rng(seed)
-    for _, group in sources.groupby("label", sort=True):
-        names = group["source"].to_numpy()
+    for _, members in groups.groupby("label", sort=True):
+        names = members[key].to_numpy()
         names = names[rng.permutation(len(names))]
-        for name, split in zip(names, allocate(len(names), params), strict=True):
-            assignment[name] = split
+        by_group.update(zip(names, allocate(len(names), fractions), strict=True))
+    return dict(zip(sources["source"], sources[key].map(by_group), strict=True))
+
+
+def split_on_disk(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dict[str, str]:
+    """Source image -> the split of the folder it shipped in (`split.respect_existing`).
+
+    A split the dataset lacks but the params ask for (no `val/` folder, say) is drawn from the
+    shipped train images, per class, in proportion to the fractions.
+    """
+    if "split_on_disk" not in manifest.columns or (manifest["split_on_disk"] == "").any():
+        raise UserError(
+            "split.respect_existing is true but data.source is not split on disk "
+            "(class folders inside train/, val/ or test/ folders); set it to false"
+        )
+    sources = manifest.drop_duplicates("source")
+    assignment = dict(zip(sources["source"], sources["split_on_disk"], strict=True))
+    shipped = set(assignment.values())
+    missing = [s for s in SPLITS if s not in shipped and getattr(params, s) > 0]
+    if missing and "train" in shipped:
+        wanted = [getattr(params, s) if s == "train" or s in missing else 0.0 for s in SPLITS]
+        fractions = tuple(f / sum(wanted) for f in wanted)
+        train = manifest[manifest["source"].map(assignment) == "train"]
+        assignment.update(split_by_class(train, params, seed, fractions))
     return assignment
+
+
+def duplicates_across_splits(annotations: pd.DataFrame) -> int:
+    """Groups of byte-identical images that ended up in more than one split (only possible when
+    a split shipped on disk is kept)."""
+    if "group" not in annotations.columns:
+        return 0
+    return int((annotations.groupby("group")["split"].nunique() > 1).sum())
 
 
 def split_multilabel(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.DataFrame:
@@ -56,12 +98,12 @@ def split_multilabel(manifest: pd.DataFrame, params: SplitParams, seed: int) -> 
     return manifest.assign(split=manifest["group"].map(assignment))
 
 
-def allocate(n: int, params: SplitParams) -> list[str]:
-    """Split names for `n` shuffled items of one class, in proportion to the fractions.
+def allocate(n: int, fractions: tuple[float, float, float]) -> list[str]:
+    """Split names for `n` shuffled items of one class, in proportion to the train/val/test fractions.
 
     Every split with a non-zero fraction gets at least one item when the class has enough.
     """
-    fractions = np.array([params.train, params.val, params.test])
+    fractions = np.array(fractions)
     counts = np.floor(fractions * n).astype(int)
     # Hand out the remainder by largest fractional part, then make sure no non-empty
     # split is starved while another split has items to spare.
@@ -111,11 +153,23 @@ def write_split(augmented: Path, annotations_out: Path, metrics_dir: Path, param
     check_no_split_starved(annotations, params)
     counts = class_counts(annotations)
     long = counts.stack().rename("count").reset_index()  # rows: label, split, count
-    with atomic_dir(metrics_dir) as tmp:
-        long.to_csv(tmp / "class_counts.csv", index=False)
-        sizes = annotations["split"].value_counts()
-        summary = {"images": {split: int(sizes.get(split, 0)) for split in SPLITS}, "classes": len(counts)}
-        (tmp / "split.json").write_text(json.dumps(summary, indent=2))
-        with atomic_file(annotations_out) as tmp_csv:
-            annotations.to_csv(tmp_csv, index=False)
+    sizes = annotations["split"].value_counts()
+    straddling = duplicates_across_splits(annotations)
+    if straddling:
+        print(
+            f"split: warning: {straddling} sets of byte-identical images span more than one split as shipped "
+            "on disk (see the download report's duplicates); set split.respect_existing: false to keep them together",
+            file=sys.stderr,
+        )
+    summary = {
+        "images": {split: int(sizes.get(split, 0)) for split in SPLITS},
+        "classes": len(counts),
+        "split_on_disk_kept": params.respect_existing,
+        "duplicate_sets_across_splits": straddling,
+    }
+    with staged_outputs() as staged:
+        metrics = staged.folder(metrics_dir)
+        long.to_csv(metrics / "class_counts.csv", index=False)
+        (metrics / "split.json").write_text(json.dumps(summary, indent=2))
+        annotations.to_csv(staged.file(annotations_out), index=False)
     return annotations

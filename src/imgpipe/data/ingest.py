@@ -1,0 +1,336 @@
+"""Take a user's image folder as it is: keep every image that decodes, skip the rest with a reason.
+
+Used by the download stage for every source (builtin, archive, folder). The source is only read.
+It decides, and reports in `metrics/download/report.json` (totals in `metrics.json` beside it):
+
+- which files are images, by content (a PNG named `.jpg` is an image; `notes.txt`, `.DS_Store`,
+  `Thumbs.db`, `._x.jpg`, `__MACOSX/` and undecodable bytes are skipped, each with its reason);
+- the class of each image (its folder below the dataset root, or below `train/`, `val/`, `test/`
+  folders when the dataset ships already split; the on-disk split is recorded);
+- byte-identical duplicates, which get one `group` so the split stage keeps them together, and
+  which are flagged when their labels disagree;
+- which images decode from a mode other than L/RGB (palette, alpha, CMYK, 16-bit) and are
+  converted by `imgpipe.data.readers` whenever they are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from imgpipe.data.annotations import natural_sorted
+from imgpipe.data.labelsets import IMAGES_DIR, LABELS_FILE, label_matrix, label_names, make_table
+from imgpipe.data.readers import IMAGE_EXTENSIONS, ImageInfo, UnreadableImage, inspect_image, junk_reason
+from imgpipe.errors import UserError
+from imgpipe.progress import progress
+
+REPORT_FILE, METRICS_FILE = "report.json", "metrics.json"  # in the download stage's metrics folder
+SOURCES_FILE = "sources.csv"  # single-label: path, origin, group, split (on disk) of every image
+SPLIT_FOLDERS = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+PLAIN_MODES = ("L", "RGB")
+EXAMPLES = 20  # files listed per converted mode in the report
+FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
+
+
+@dataclass(frozen=True)
+class Image:
+    """One usable image of the source."""
+
+    origin: str  # path relative to the source root, as the user named it
+    dest: str  # path relative to the download stage's output
+    info: ImageInfo
+    digest: str  # sha256 of the file's bytes
+    label: str = ""  # class (single-label)
+    split: str = ""  # train | val | test when the dataset ships split on disk
+
+
+@dataclass
+class Report:
+    """What the download stage did with every file; written as `report.json` and `metrics.json`."""
+
+    source: str
+    images: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # per class; multi-label: per label
+    multilabel: bool = False
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
+    duplicates: list[dict] = field(default_factory=list)  # {"files", "labels", "conflict"}
+    converted: dict[str, list[str]] = field(default_factory=dict)  # file mode -> files
+    repaired: list[dict[str, str]] = field(default_factory=list)  # {"file", "repair"}
+    renamed: list[dict[str, str]] = field(default_factory=list)  # {"file", "to"}: extension from content
+    splits_on_disk: dict[str, int] | None = None  # images per on-disk split folder
+    notes: list[str] = field(default_factory=list)  # annotation-file anomalies
+
+    def skip(self, origin: str, reason: str) -> None:
+        self.skipped.append({"file": origin, "reason": reason})
+
+    def as_json(self) -> dict:
+        reasons = Counter(entry["reason"] for entry in self.skipped)
+        return {
+            "source": self.source,
+            "images": self.images,
+            "classes" if not self.multilabel else "labels": self.counts,
+            "skipped_files": len(self.skipped),
+            "skipped_by_reason": dict(sorted(reasons.items())),
+            "duplicate_sets": len(self.duplicates),
+            "duplicate_conflicts": sum(d["conflict"] for d in self.duplicates),
+            "converted_by_mode": {mode: len(files) for mode, files in sorted(self.converted.items())},
+            "splits_on_disk": self.splits_on_disk,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            "converted_examples": {mode: files[:EXAMPLES] for mode, files in sorted(self.converted.items())},
+            "repaired": self.repaired,
+            "renamed": self.renamed,
+            "notes": self.notes,
+        }
+
+    def metrics(self) -> dict[str, int]:
+        """The totals, for `dvc metrics diff` and `dvc exp show` (the details stay in the report)."""
+        return {
+            "images": self.images,
+            "classes" if not self.multilabel else "labels": len(self.counts),
+            "skipped_files": len(self.skipped),
+            "duplicate_sets": len(self.duplicates),
+            "duplicate_conflicts": sum(d["conflict"] for d in self.duplicates),
+            "converted_images": sum(len(files) for files in self.converted.values()),
+            "repaired_images": len(self.repaired),
+            "renamed_images": len(self.renamed),
+        }
+
+    def write(self, folder: Path) -> None:
+        """`report.json` (everything) and `metrics.json` (the totals) into `folder`."""
+        (folder / REPORT_FILE).write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n")
+        (folder / METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2) + "\n")
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        kind = "labels (multi-label)" if self.multilabel else "classes"
+        parts = [f"{self.images} images, {len(self.counts)} {kind}"]
+        if self.skipped:
+            reasons = Counter(entry["reason"] for entry in self.skipped)
+            parts.append(f"skipped {len(self.skipped)} files (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")")
+        if self.duplicates:
+            conflicts = sum(d["conflict"] for d in self.duplicates)
+            parts.append(f"{len(self.duplicates)} duplicate sets ({conflicts} with conflicting labels)")
+        if self.converted:
+            parts.append("converted " + ", ".join(f"{len(f)} {m}" for m, f in sorted(self.converted.items())))
+        if self.repaired:
+            parts.append(f"repaired {len(self.repaired)}")
+        if self.splits_on_disk:
+            parts.append("split on disk " + "/".join(f"{s} {n}" for s, n in self.splits_on_disk.items()))
+        return "; ".join(parts)
+
+
+def split_folders(root: Path) -> dict[str, str]:
+    """`{folder name: split}` when `root` holds train/val/test folders (any case) above the classes.
+
+    Other folders with images beside them make the layout ambiguous: an error.
+    """
+    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and junk_reason(d.name + "/x") is None]
+    found = {d.name: SPLIT_FOLDERS[d.name.lower()] for d in dirs if d.name.lower() in SPLIT_FOLDERS}
+    if not found:
+        return {}
+    if len(set(found.values())) < len(found):
+        raise UserError(f"data.source: '{root}' has two folders for one split ({', '.join(found)}); merge them")
+    others = [d.name for d in dirs if d.name not in found and any(f.is_file() for f in d.rglob("*"))]
+    if others:
+        raise UserError(
+            f"data.source: '{root}' mixes split folders ({', '.join(found)}) with other folders "
+            f"({', '.join(others[:5])}); move the class folders into the split folders or out of them all"
+        )
+    return found
+
+
+def scan_class_folders(root: Path, report: Report) -> list[Image]:
+    """Every usable image of a folder-per-class dataset (maybe split on disk), skipping the rest."""
+    splits = split_folders(root)
+    tops = [(root / name, split) for name, split in splits.items()] or [(root, "")]
+    images: list[Image] = []
+    class_dirs: dict[str, str] = {}  # class -> its first folder, for the error when it ends up empty
+    for top, split in tops:
+        for d in sorted(top.iterdir()):
+            if d.is_dir() and not junk_reason(d.relative_to(root).as_posix() + "/x"):
+                class_dirs.setdefault(d.name, d.relative_to(root).as_posix())
+        for path in progress(_files(top), desc=f"check {top.name}"):
+            origin = path.relative_to(root).as_posix()
+            parts = path.relative_to(top).parts
+            if reason := junk_reason(origin):
+                report.skip(origin, reason)
+            elif len(parts) == 1:
+                report.skip(origin, "not inside a class folder")
+            elif found := _inspect(path, origin, report):
+                info, digest = found
+                dest = PurePosixPath(parts[0], *([top.name] if split else []), *parts[1:])
+                images.append(Image(origin, dest.as_posix(), info, digest, label=parts[0], split=split))
+    if splits:  # files beside the split folders: a README, a sample submission, __MACOSX
+        inside = tuple(f"{name}/" for name in splits)
+        for path in _files(root):
+            origin = path.relative_to(root).as_posix()
+            if not origin.startswith(inside):
+                report.skip(origin, junk_reason(origin) or "outside the train/val/test folders")
+    if not class_dirs:
+        raise UserError(f"data.source: '{root}' has no class sub-folders; expected <source>/<class>/<image>")
+    labels = {image.label for image in images}
+    for name, where in class_dirs.items():
+        if name not in labels:
+            raise UserError(
+                f"data.source: class folder '{root / where}' has no usable images "
+                "(the download report lists what was skipped); add images or remove the folder"
+            )
+    if splits:
+        counts = Counter(image.split for image in images)
+        report.splits_on_disk = {s: counts[s] for s in ("train", "val", "test") if s in splits.values()}
+    return images
+
+
+def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
+    """Drop the multi-label table's rows whose image is unusable; add `digest` and `info` columns."""
+    keep, digests, infos = [], [], []
+    for path in progress(table["path"], desc="check images"):
+        found = _inspect(root / path, path, report)
+        keep.append(found is not None)
+        if found:
+            infos.append(found[0])
+            digests.append(found[1])
+    out = table[keep].reset_index(drop=True)
+    if out.empty:
+        raise UserError(f"data.source: '{root}' has no usable images named by the annotations")
+    return out.assign(digest=digests, info=infos)
+
+
+def _files(top: Path) -> list[Path]:
+    return sorted(p for p in top.rglob("*") if p.is_file())
+
+
+def _inspect(path: Path, origin: str, report: Report) -> tuple[ImageInfo, str] | None:
+    """(info, sha256) for a usable image; None, with the reason in the report, otherwise."""
+    try:
+        info = inspect_image(path)
+    except UnreadableImage as err:
+        report.skip(origin, str(err))
+        return None
+    except OSError as err:  # unreadable file (permissions, I/O): the user's problem to see
+        report.skip(origin, f"cannot read file ({err.strerror or err})")
+        return None
+    if info.mode not in PLAIN_MODES:
+        report.converted.setdefault(info.mode, []).append(origin)
+    if info.repaired:
+        report.repaired.append({"file": origin, "repair": info.repaired})
+    return info, file_digest(path)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def with_content_suffix(dest: str, info: ImageInfo) -> str:
+    """`dest`, plus the extension of its real format when its own extension is not an image's."""
+    if PurePosixPath(dest).suffix.lower() in IMAGE_EXTENSIONS:
+        return dest
+    return dest + FORMAT_SUFFIX.get(info.format, "." + info.format.lower())
+
+
+def duplicate_sets(digests: Iterable[str]) -> list[list[int]]:
+    """Indices of items with equal digests, one list per set of two or more, in first-seen order."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for i, digest in enumerate(digests):
+        seen[digest].append(i)
+    return [members for members in seen.values() if len(members) > 1]
+
+
+def keep_first_per_class(images: list[Image], limit: int) -> list[Image]:
+    """The first `limit` images of each class in output-path order (`data.limit`)."""
+    by_class: dict[str, list[Image]] = defaultdict(list)
+    for image in sorted(images, key=lambda im: im.dest):
+        by_class[image.label].append(image)
+    return [image for members in by_class.values() for image in members[:limit]]
+
+
+def write_class_folders(root: Path, images: list[Image], out: Path, report: Report) -> None:
+    """Copy the images to `out/<class>/...` and write `sources.csv` (origin, group, on-disk split)."""
+    images = _renamed(images, report)
+    groups = [image.dest for image in images]
+    for members in duplicate_sets(image.digest for image in images):
+        labels = [images[i].label for i in members]
+        report.duplicates.append(
+            {"files": [images[i].origin for i in members], "labels": labels, "conflict": len(set(labels)) > 1}
+        )
+        for i in members:
+            groups[i] = images[members[0]].dest
+    for image in progress(images, desc="copy"):
+        dest = out / image.dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / image.origin, dest)
+    pd.DataFrame(
+        {
+            "path": [image.dest for image in images],
+            "origin": [image.origin for image in images],
+            "group": groups,
+            "split": [image.split for image in images],
+        }
+    ).to_csv(out / SOURCES_FILE, index=False)
+    counts = Counter(image.label for image in images)
+    report.images = len(images)
+    report.counts = {name: counts[name] for name in natural_sorted(list(counts))}
+
+
+def _renamed(images: list[Image], report: Report) -> list[Image]:
+    """Give images without an image extension (`scan` holding a PNG) the extension of their format."""
+    taken = {image.dest for image in images}
+    out = []
+    for image in images:
+        dest = with_content_suffix(image.dest, image.info)
+        if dest != image.dest:
+            stem, n = dest, 2
+            while dest in taken:
+                dest = f"{PurePosixPath(stem).with_suffix('')} ({n}){PurePosixPath(stem).suffix}"
+                n += 1
+            taken.add(dest)
+            report.renamed.append({"file": image.origin, "to": dest})
+            image = Image(image.origin, dest, image.info, image.digest, image.label, image.split)
+        out.append(image)
+    return out
+
+
+def write_table(root: Path, table: pd.DataFrame, out: Path, report: Report) -> None:
+    """Copy a multi-label table's images to `out/images/...` and write `labels.csv`.
+
+    Byte-identical images share a group (the first one's), so they land in one split.
+    """
+    groups = table["group"].to_numpy(dtype=object).copy()
+    targets = label_matrix(table)
+    for members in duplicate_sets(table["digest"]):
+        conflict = len({targets[i].tobytes() for i in members}) > 1
+        names = label_names(table)
+        labels = [" ".join(n for n, on in zip(names, targets[i], strict=True) if on) for i in members]
+        report.duplicates.append({"files": table["path"].iloc[members].tolist(), "labels": labels, "conflict": conflict})
+        merged = set(groups[members])
+        groups[np.isin(groups, list(merged))] = groups[members[0]]
+    dests = [with_content_suffix(p, info) for p, info in zip(table["path"], table["info"], strict=True)]
+    for origin, dest in progress(list(zip(table["path"], dests, strict=True)), desc="copy"):
+        if dest != origin:
+            report.renamed.append({"file": origin, "to": dest})
+        target = out / IMAGES_DIR / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / origin, target)
+    names = label_names(table)
+    result = make_table([f"{IMAGES_DIR}/{d}" for d in dests], names, targets, [f"{IMAGES_DIR}/{g}" for g in groups])
+    result.to_csv(out / LABELS_FILE, index=False)
+    report.images = len(result)
+    report.multilabel = True
+    report.counts = dict(zip(names, targets.sum(axis=0).tolist(), strict=True))
