@@ -67,3 +67,19 @@ def tiny_overrides(source: Path) -> dict:
         "image": {"size": 28},
         "train": {"epochs": 2, "batch_size": 16, "log_every": 1},
     }
+
+
+def stage(name: str, *args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `stages/<name>.py` by hand in `cwd`, as a user would."""
+    return run(["python", str(REPO / "stages" / f"{name}.py"), *args], cwd, check=check)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The command failed with exactly one `error: ...` line holding `fragments`, and no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import tiny_overrides, write_params
-from test_stages_cli import assert_one_line_error, stage
+from helpers import assert_one_line_error, stage, tiny_overrides, write_params
 
 LABELS = ("circle", "cross", "square")
 # image -> its labels; 3.png carries none (an all-negative example every format must keep)

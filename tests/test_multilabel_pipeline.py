@@ -8,9 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import make_project, run, tiny_overrides, write_params
+from helpers import make_project, run, stage, tiny_overrides, write_params
 from imgpipe.checkpoint import load_checkpoint
-from test_stages_cli import stage
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 LABELS = ["circle", "cross", "square"]
