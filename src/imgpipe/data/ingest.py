@@ -127,6 +127,8 @@ class Report:
             parts.append("converted " + ", ".join(f"{len(f)} {m}" for m, f in sorted(self.converted.items())))
         if self.repaired:
             parts.append(f"repaired {len(self.repaired)}")
+        if self.renamed:
+            parts.append(f"renamed {len(self.renamed)} (extension from content)")
         if self.splits_on_disk:
             parts.append("split on disk " + "/".join(f"{s} {n}" for s, n in self.splits_on_disk.items()))
         return "; ".join(parts)
