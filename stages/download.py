@@ -7,7 +7,6 @@ usable images are skipped; the report lists each with its reason, and duplicates
 """
 
 import sys
-
 from pathlib import Path
 from typing import Annotated
 

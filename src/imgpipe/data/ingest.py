@@ -15,7 +15,6 @@ It decides, and reports in `metrics/download/report.json` (totals in `metrics.js
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -27,8 +26,21 @@ import numpy as np
 import pandas as pd
 
 from imgpipe.data.annotations import natural_sorted
-from imgpipe.data.labelsets import IMAGES_DIR, LABELS_FILE, label_matrix, label_names, make_table
-from imgpipe.data.readers import IMAGE_EXTENSIONS, ImageInfo, UnreadableImage, inspect_image, junk_reason
+from imgpipe.data.archives import file_sha256
+from imgpipe.data.labelsets import (
+    IMAGES_DIR,
+    LABELS_FILE,
+    label_matrix,
+    label_names,
+    make_table,
+)
+from imgpipe.data.readers import (
+    IMAGE_EXTENSIONS,
+    ImageInfo,
+    UnreadableImage,
+    inspect_image,
+    junk_reason,
+)
 from imgpipe.errors import UserError
 from imgpipe.progress import progress
 
@@ -75,16 +87,23 @@ class Report:
     def skip(self, origin: str, reason: str) -> None:
         self.skipped.append({"file": origin, "reason": reason})
 
+    @property
+    def skip_reasons(self) -> Counter[str]:
+        return Counter(entry["reason"] for entry in self.skipped)
+
+    @property
+    def conflicts(self) -> int:
+        return sum(d["conflict"] for d in self.duplicates)
+
     def as_json(self) -> dict:
-        reasons = Counter(entry["reason"] for entry in self.skipped)
         return {
             "source": self.source,
             "images": self.images,
             "classes" if not self.multilabel else "labels": self.counts,
             "skipped_files": len(self.skipped),
-            "skipped_by_reason": dict(sorted(reasons.items())),
+            "skipped_by_reason": dict(sorted(self.skip_reasons.items())),
             "duplicate_sets": len(self.duplicates),
-            "duplicate_conflicts": sum(d["conflict"] for d in self.duplicates),
+            "duplicate_conflicts": self.conflicts,
             "converted_by_mode": {mode: len(files) for mode, files in sorted(self.converted.items())},
             "splits_on_disk": self.splits_on_disk,
             "skipped": self.skipped,
@@ -102,7 +121,7 @@ class Report:
             "classes" if not self.multilabel else "labels": len(self.counts),
             "skipped_files": len(self.skipped),
             "duplicate_sets": len(self.duplicates),
-            "duplicate_conflicts": sum(d["conflict"] for d in self.duplicates),
+            "duplicate_conflicts": self.conflicts,
             "converted_images": sum(len(files) for files in self.converted.values()),
             "repaired_images": len(self.repaired),
             "renamed_images": len(self.renamed),
@@ -118,11 +137,10 @@ class Report:
         kind = "labels (multi-label)" if self.multilabel else "classes"
         parts = [f"{self.images} images, {len(self.counts)} {kind}"]
         if self.skipped:
-            reasons = Counter(entry["reason"] for entry in self.skipped)
-            parts.append(f"skipped {len(self.skipped)} files (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")")
+            reasons = ", ".join(f"{n} {r}" for r, n in self.skip_reasons.most_common())
+            parts.append(f"skipped {len(self.skipped)} files ({reasons})")
         if self.duplicates:
-            conflicts = sum(d["conflict"] for d in self.duplicates)
-            parts.append(f"{len(self.duplicates)} duplicate sets ({conflicts} with conflicting labels)")
+            parts.append(f"{len(self.duplicates)} duplicate sets ({self.conflicts} with conflicting labels)")
         if self.converted:
             parts.append("converted " + ", ".join(f"{len(f)} {m}" for m, f in sorted(self.converted.items())))
         if self.repaired:
@@ -139,7 +157,7 @@ def split_folders(root: Path) -> dict[str, str]:
 
     Other folders with images beside them make the layout ambiguous: an error.
     """
-    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and junk_reason(d.name + "/x") is None]
+    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not _is_junk_folder(d.name)]
     found = {d.name: SPLIT_FOLDERS[d.name.lower()] for d in dirs if d.name.lower() in SPLIT_FOLDERS}
     if not found:
         return {}
@@ -157,32 +175,30 @@ def split_folders(root: Path) -> dict[str, str]:
 def scan_class_folders(root: Path, report: Report) -> list[Image]:
     """Every usable image of a folder-per-class dataset (maybe split on disk), skipping the rest."""
     splits = split_folders(root)
-    tops = [(root / name, split) for name, split in splits.items()] or [(root, "")]
-    images: list[Image] = []
     class_dirs: dict[str, str] = {}  # class -> its first folder, for the error when it ends up empty
-    for top, split in tops:
+    for top in [root / name for name in splits] or [root]:
         for d in sorted(top.iterdir()):
-            if d.is_dir() and not junk_reason(d.relative_to(root).as_posix() + "/x"):
-                class_dirs.setdefault(d.name, d.relative_to(root).as_posix())
-        for path in progress(_files(top), desc=f"check {top.name}"):
-            origin = path.relative_to(root).as_posix()
-            parts = path.relative_to(top).parts
-            if reason := junk_reason(origin):
-                report.skip(origin, reason)
-            elif len(parts) == 1:
-                report.skip(origin, "not inside a class folder")
-            elif found := _inspect(path, origin, report):
-                info, digest = found
-                dest = PurePosixPath(parts[0], *([top.name] if split else []), *parts[1:])
-                images.append(Image(origin, dest.as_posix(), info, digest, label=parts[0], split=split))
-    if splits:  # files beside the split folders: a README, a sample submission, __MACOSX
-        inside = tuple(f"{name}/" for name in splits)
-        for path in _files(root):
-            origin = path.relative_to(root).as_posix()
-            if not origin.startswith(inside):
-                report.skip(origin, junk_reason(origin) or "outside the train/val/test folders")
+            where = d.relative_to(root).as_posix()
+            if d.is_dir() and not _is_junk_folder(where):
+                class_dirs.setdefault(d.name, where)
     if not class_dirs:
         raise UserError(f"data.source: '{root}' has no class sub-folders; expected <source>/<class>/<image>")
+    images: list[Image] = []
+    for path in progress(_files(root), desc="check images"):
+        origin = path.relative_to(root).as_posix()
+        parts = PurePosixPath(origin).parts
+        split = splits.get(parts[0], "")
+        inner = parts[1:] if split else parts  # below the split folder: <class>/...
+        if reason := junk_reason(origin):
+            report.skip(origin, reason)
+        elif splits and not split:  # beside the split folders: a README, a sample submission
+            report.skip(origin, "outside the train/val/test folders")
+        elif len(inner) == 1:
+            report.skip(origin, "not inside a class folder")
+        elif found := _inspect(path, origin, report):
+            info, digest = found
+            dest = PurePosixPath(inner[0], *parts[:1] if split else (), *inner[1:])  # <class>/[<split>/]...
+            images.append(Image(origin, dest.as_posix(), info, digest, label=inner[0], split=split))
     labels = {image.label for image in images}
     for name, where in class_dirs.items():
         if name not in labels:
@@ -196,8 +212,22 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
     return images
 
 
+def class_folders_as_table(images: list[Image]) -> pd.DataFrame:
+    """`task: multilabel` on class folders: a label table with one positive label per image."""
+    classes = natural_sorted(sorted({image.label for image in images}))
+    index = {name: k for k, name in enumerate(classes)}
+    targets = np.eye(len(classes), dtype=np.uint8)[[index[image.label] for image in images]]
+    table = make_table([image.dest for image in images], classes, targets)
+    return table.assign(
+        origin=[image.origin for image in images],
+        digest=[image.digest for image in images],
+        info=[image.info for image in images],
+    )
+
+
 def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
-    """Drop the multi-label table's rows whose image is unusable; add `digest` and `info` columns."""
+    """Drop the multi-label table's rows whose image is unusable; add `origin` (the path in the
+    source), `digest` and `info` columns."""
     keep, digests, infos = [], [], []
     for path in progress(table["path"], desc="check images"):
         found = _inspect(root / path, path, report)
@@ -208,11 +238,16 @@ def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
     out = table[keep].reset_index(drop=True)
     if out.empty:
         raise UserError(f"data.source: '{root}' has no usable images named by the annotations")
-    return out.assign(digest=digests, info=infos)
+    return out.assign(origin=out["path"], digest=digests, info=infos)
 
 
 def _files(top: Path) -> list[Path]:
     return sorted(p for p in top.rglob("*") if p.is_file())
+
+
+def _is_junk_folder(relative_path: str) -> bool:
+    """A folder whose files are all OS metadata (`__MACOSX`, a hidden folder), so never a class."""
+    return junk_reason(f"{relative_path}/file") is not None
 
 
 def _inspect(path: Path, origin: str, report: Report) -> tuple[ImageInfo, str] | None:
@@ -229,15 +264,7 @@ def _inspect(path: Path, origin: str, report: Report) -> tuple[ImageInfo, str] |
         report.converted.setdefault(info.mode, []).append(origin)
     if info.repaired:
         report.repaired.append({"file": origin, "repair": info.repaired})
-    return info, file_digest(path)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return info, file_sha256(path)
 
 
 def with_content_suffix(dest: str, info: ImageInfo) -> str:
@@ -274,10 +301,7 @@ def write_class_folders(root: Path, images: list[Image], out: Path, report: Repo
         )
         for i in members:
             groups[i] = images[members[0]].dest
-    for image in progress(images, desc="copy"):
-        dest = out / image.dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / image.origin, dest)
+    copy_files(root, [(image.origin, image.dest) for image in images], out)
     pd.DataFrame(
         {
             "path": [image.dest for image in images],
@@ -289,6 +313,14 @@ def write_class_folders(root: Path, images: list[Image], out: Path, report: Repo
     counts = Counter(image.label for image in images)
     report.images = len(images)
     report.counts = {name: counts[name] for name in natural_sorted(list(counts))}
+
+
+def copy_files(root: Path, pairs: list[tuple[str, str]], out: Path) -> None:
+    """Copy each (path in `root`, path in `out`) byte for byte; the source is only read."""
+    for origin, dest in progress(pairs, desc="copy"):
+        target = out / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / origin, target)
 
 
 def _renamed(images: list[Image], report: Report) -> list[Image]:
@@ -310,27 +342,22 @@ def _renamed(images: list[Image], report: Report) -> list[Image]:
 
 
 def write_table(root: Path, table: pd.DataFrame, out: Path, report: Report) -> None:
-    """Copy a multi-label table's images to `out/images/...` and write `labels.csv`.
+    """Copy a multi-label table's images (`origin` in `root`) to `out/images/<path>` and write `labels.csv`.
 
     Byte-identical images share a group (the first one's), so they land in one split.
     """
+    names = label_names(table)
     groups = table["group"].to_numpy(dtype=object).copy()
     targets = label_matrix(table)
     for members in duplicate_sets(table["digest"]):
         conflict = len({targets[i].tobytes() for i in members}) > 1
-        names = label_names(table)
         labels = [" ".join(n for n, on in zip(names, targets[i], strict=True) if on) for i in members]
-        report.duplicates.append({"files": table["path"].iloc[members].tolist(), "labels": labels, "conflict": conflict})
+        report.duplicates.append({"files": table["origin"].iloc[members].tolist(), "labels": labels, "conflict": conflict})
         merged = set(groups[members])
         groups[np.isin(groups, list(merged))] = groups[members[0]]
     dests = [with_content_suffix(p, info) for p, info in zip(table["path"], table["info"], strict=True)]
-    for origin, dest in progress(list(zip(table["path"], dests, strict=True)), desc="copy"):
-        if dest != origin:
-            report.renamed.append({"file": origin, "to": dest})
-        target = out / IMAGES_DIR / dest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / origin, target)
-    names = label_names(table)
+    report.renamed += [{"file": o, "to": d} for o, p, d in zip(table["origin"], table["path"], dests, strict=True) if d != p]
+    copy_files(root, [(o, f"{IMAGES_DIR}/{d}") for o, d in zip(table["origin"], dests, strict=True)], out)
     result = make_table([f"{IMAGES_DIR}/{d}" for d in dests], names, targets, [f"{IMAGES_DIR}/{g}" for g in groups])
     result.to_csv(out / LABELS_FILE, index=False)
     report.images = len(result)

@@ -3,7 +3,6 @@ or images plus `labels.csv`, with a report of every file it skipped or changed."
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,24 +11,29 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imgpipe.data.annotations import natural_sorted
-from imgpipe.data.archives import ARCHIVE_SUFFIXES, GB, extract_archive, fetch_url, file_sha256
+from imgpipe.data.archives import (
+    ARCHIVE_SUFFIXES,
+    GB,
+    extract_archive,
+    fetch_url,
+    file_sha256,
+)
 from imgpipe.data.builtin import BUILTIN_MULTILABEL
-from imgpipe.data.labelfiles import find_annotations, read_label_source
-from imgpipe.data.labelsets import IMAGES_DIR, LABELS_FILE, make_table
 from imgpipe.data.ingest import (
-    SOURCES_FILE,
     Report,
+    class_folders_as_table,
     keep_first_per_class,
     scan_class_folders,
     scan_table,
     write_class_folders,
     write_table,
 )
+from imgpipe.data.labelfiles import find_annotations, read_label_source
+from imgpipe.data.labelsets import IMAGES_DIR
 from imgpipe.data.readers import is_image_file, list_images
 from imgpipe.errors import UserError
-from imgpipe.params import DataParams
 from imgpipe.outputs import staged_outputs
+from imgpipe.params import DataParams
 
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible
 
@@ -77,9 +81,11 @@ def download(
             write_table(root, table.sort_values("path").head(limit) if limit else table, tmp, report)
         else:
             images = scan_class_folders(root, report)
-            write_class_folders(root, keep_first_per_class(images, limit) if limit else images, tmp, report)
-            if labels.task == "multilabel":
-                class_folders_to_labels(tmp, report)
+            images = keep_first_per_class(images, limit) if limit else images
+            if labels.task == "multilabel":  # one positive label per image
+                write_table(root, class_folders_as_table(images), tmp, report)
+            else:
+                write_class_folders(root, images, tmp, report)
         if report_dir is not None:
             report.write(staged.folder(report_dir))
     return report
@@ -131,22 +137,6 @@ def read_annotated(src: Path, labels: LabelOptions, report: Report) -> pd.DataFr
 
 def has_class_folders(src: Path) -> bool:
     return any(d.is_dir() and not d.name.startswith(".") and list_images(d) for d in src.iterdir())
-
-
-def class_folders_to_labels(out: Path, report: Report) -> None:
-    """`task: multilabel` on class folders: one positive label per image, under `images/`."""
-    sources = pd.read_csv(out / SOURCES_FILE, dtype=str, keep_default_na=False)
-    (out / SOURCES_FILE).unlink()
-    classes = natural_sorted([d.name for d in out.iterdir() if d.is_dir()])
-    (out / IMAGES_DIR).mkdir()
-    for name in classes:
-        os.replace(out / name, out / IMAGES_DIR / name)
-    index = {name: k for k, name in enumerate(classes)}
-    targets = np.eye(len(classes), dtype=np.uint8)[[index[p.split("/")[0]] for p in sources["path"]]]
-    paths = (IMAGES_DIR + "/" + sources["path"]).tolist()
-    groups = (IMAGES_DIR + "/" + sources["group"]).tolist()
-    make_table(paths, classes, targets, groups).to_csv(out / LABELS_FILE, index=False)
-    report.multilabel = True
 
 
 def write_builtin_digits(out: Path) -> None:
