@@ -172,3 +172,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def scratch_dir(beside: Path) -> Iterator[Path]:
+    """A private working folder beside `beside` (on the same disk, not in a RAM-backed /tmp),
+    removed when the block ends; one left by SIGKILL goes with the next run's leftovers."""
+    beside = Path(beside)
+    made = [p for p in [beside.parent, *beside.parent.parents] if not p.exists()]  # deepest first
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(beside)
+    with signals_deferred():
+        path = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-{os.getpid()}-scratch-", dir=beside.parent))
+    try:
+        yield path
+    finally:
+        with signals_deferred():
+            _remove(path)
+            for folder in made:  # only if nothing else landed there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
