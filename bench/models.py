@@ -52,7 +52,7 @@ def bench_model(name: str, params, table, images_root: Path, budget: float) -> d
 
     seen, epochs, start = 0, 0, time.perf_counter()
 
-    def on_batch(loss: float) -> None:
+    def on_batch(loss: torch.Tensor) -> None:
         nonlocal seen
         seen += train.batch_size
         if time.perf_counter() - start > budget:

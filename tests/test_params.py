@@ -26,7 +26,7 @@ TOP_KEYS = "seed, task, model, data, image, augment, split, train, predict"
 TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
-    "pretrained, freeze, log_every"
+    "pretrained, freeze, log_every, crop_padding, flip, device, amp, compile"
 )
 
 

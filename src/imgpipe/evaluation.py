@@ -15,6 +15,7 @@ from imgpipe.data.annotations import class_names, read_annotations
 from imgpipe.data.labelsets import is_multilabel
 from imgpipe.data.tensors import load_split
 from imgpipe.decision import DecisionRule
+from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import (
@@ -28,7 +29,7 @@ from imgpipe.metrics import (
     per_class_table,
     per_label_table,
 )
-from imgpipe.outputs import atomic_dir
+from imgpipe.outputs import atomic_dir, scratch_dir
 
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict:
@@ -37,10 +38,11 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
     model, spec = load_checkpoint(model_path)
     table = read_annotations(annotations)
     check_labels_match(table, spec, annotations, model_path)
-    test = load_split(table, "test", images_root, spec.classes, spec.image_size, spec.channels)
-    if len(test.targets) == 0:
+    if not (table["split"] == "test").any():
         raise UserError(f"{annotations}: the test split is empty; raise split.test or add images")
-    logits = predict_logits(model, test.images, spec.mean, spec.std)
+    with scratch_dir(out_dir) as pixels:  # decoded test images, memory-mapped
+        test = load_split(table, "test", images_root, spec.classes, spec.image_size, spec.channels, cache_dir=pixels)
+        logits = predict_logits(model.to(resolve_device()), test.images, spec.mean, spec.std)
     if spec.multilabel:
         metrics, per_class, confusion, y_true, y_pred = score_multilabel(spec, logits, test.targets)
     else:

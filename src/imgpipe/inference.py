@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from imgpipe.data.batches import batches
 from imgpipe.data.tensors import to_model_input
+from imgpipe.device import model_device
 
 
 @torch.no_grad()
@@ -18,12 +20,13 @@ def predict_logits(
     std: Sequence[float],
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Logits (N, K) for uint8 images (N, C, H, W), in eval mode."""
+    """Logits (N, K) on the CPU for uint8 images (N, C, H, W), in eval mode and full precision,
+    computed on the model's device."""
     was_training = model.training
     model.eval()
-    outputs = [
-        model(to_model_input(images[i : i + batch_size], mean, std))
-        for i in range(0, len(images), batch_size)
-    ]
+    device = model_device(model)
+    mean, std = (torch.tensor(v, device=device) for v in (mean, std))
+    order = torch.arange(len(images))
+    outputs = [model(to_model_input(x, mean, std)).float() for x, _ in batches(images, order, order, batch_size, device)]
     model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+    return torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)

@@ -86,6 +86,7 @@ class SplitParams:
 
 MONITORS = ("val/accuracy", "val/f1_macro", "val/f1_micro", "val/loss")
 TASKS = ("auto", "multiclass", "multilabel")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ class TrainParams:
     pretrained: str = "none"  # none | imagenet | path to a state-dict file
     freeze: str = "none"  # none | backbone (train only the classifier head)
     log_every: int = 10  # log the batch loss every N batches
+    # Online augmentation, drawn anew each epoch on whole batches (on the GPU when training there).
+    crop_padding: int = 0  # shift each image by up to N px (zero fill), like RandomCrop(size, padding=N)
+    flip: bool = False  # mirror half the images left-right, like RandomHorizontalFlip
+    # Speed; none of these change what is learned beyond floating-point noise.
+    device: str = "auto"  # auto (a CUDA GPU when torch sees one) | cpu | cuda
+    amp: bool = True  # on CUDA: mixed precision, bf16 where supported (else fp16 with loss scaling)
+    compile: bool = False  # torch.compile the model (the first epoch pays the compile time)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
@@ -130,6 +138,8 @@ class TrainParams:
         _require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
         _require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _require(self.crop_padding >= 0, "train.crop_padding", self.crop_padding, "an integer >= 0 (0 = off)")
+        _require(self.device in DEVICES, "train.device", self.device, " | ".join(DEVICES))
         _require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
         _require(
             self.threshold == "tune" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),

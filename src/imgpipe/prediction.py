@@ -13,6 +13,7 @@ from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import list_images
 from imgpipe.data.tensors import load_images
 from imgpipe.decision import DecisionRule
+from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.outputs import atomic_file
@@ -42,6 +43,7 @@ def predict(model_path: Path, images: list[Path], out: Path, batch_size: int = 2
     form `group=value` groups, and one `prob:<label>` column per label.
     """
     model, spec = load_checkpoint(model_path)
+    model.to(resolve_device())
     rows = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]

@@ -3,11 +3,16 @@
 Training is resumable: after every epoch the full state (model, optimizer, scheduler, RNG
 states, best epoch, dvclive history) is saved beside the model file, and a rerun with the same
 params and data continues from there, ending with the same metrics as an uninterrupted run.
+
+Training runs at the model's pace: every image is decoded once into a memory-mapped uint8 file
+beside the model, batches are gathered one ahead on a background thread, and the online
+augmentations and normalisation run on whole batches on the device. On a CUDA GPU (used when
+present) batches travel pinned and non-blocking, the model runs channels_last under mixed
+precision (`train.amp`), optionally compiled (`train.compile`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
@@ -25,15 +30,17 @@ from torch import nn
 
 from imgpipe.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import class_names, read_annotations
+from imgpipe.data.batches import OnlineAugment, batches
 from imgpipe.data.labelsets import is_multilabel
 from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_model_input
 from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
+from imgpipe.device import amp_dtype, resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics, multilabel_metrics
 from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_loss, create_optimizer, create_schedule
-from imgpipe.outputs import atomic_file, staged_outputs
+from imgpipe.outputs import atomic_file, scratch_dir, staged_outputs
 from imgpipe.params import ImageParams, TrainParams
 from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
@@ -54,6 +61,15 @@ class Fit:
     mean: list[float]
     std: list[float]
     rule: DecisionRule | None = None  # multi-label: how validation turns probabilities into labels
+    augment: OnlineAugment = OnlineAugment()
+    device: torch.device = torch.device("cpu")
+    amp: torch.dtype | None = None  # autocast dtype, None = fp32
+    channels_last: bool = False
+    compiled: nn.Module | None = None  # torch.compile(model), used for the training forward pass
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.compiled or self.model)(x)
 
 
 def seed_everything(seed: int) -> None:
@@ -73,32 +89,45 @@ def build_model(name: str, params: TrainParams, num_classes: int, channels: int,
 
 
 def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: torch.Generator, on_batch) -> float:
-    """One pass over `data` in a shuffled order; returns the mean training loss."""
+    """One pass over `data` in a shuffled order; returns the mean training loss.
+
+    `on_batch` gets each batch's loss as a 0-d tensor on the device: reading it (`.item()`)
+    waits for the GPU, so callers do that only for the batches they log.
+    """
     set_train_mode(fit.model, fit.head, fit.frozen)
     order = torch.randperm(len(data.targets), generator=generator)
-    total, seen = 0.0, 0
-    batches = range(0, len(order), batch_size)
-    for start in progress(batches, desc="train", total=len(batches)):
-        idx = order[start : start + batch_size]
-        x = to_model_input(data.images[idx], fit.mean, fit.std)  # (B, C, H, W) float
-        loss = fit.loss_fn(fit.model(x), data.targets[idx])
+    total = torch.zeros((), device=fit.device)
+    scaler = fit.scaler or torch.amp.GradScaler(fit.device.type, enabled=False)
+    mean, std = (torch.tensor(v, device=fit.device) for v in (fit.mean, fit.std))  # copied once, not per batch
+    plan = functools.partial(fit.augment.plan, generator=generator) if fit.augment.active else None
+    feed = batches(data.images, data.targets, order, batch_size, fit.device, plan)
+    for images, targets, *drawn in progress(feed, desc="train", total=math.ceil(len(order) / batch_size)):
+        if drawn:
+            images = fit.augment.apply(images, drawn[0])
+        x = to_model_input(images, mean, std)  # (B, C, H, W) float
+        if fit.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(fit.device.type, dtype=fit.amp, enabled=fit.amp is not None):
+            loss = fit.loss_fn(fit.forward(x), targets)
         fit.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if fit.clip_grad_norm > 0:
+            scaler.unscale_(fit.optimizer)
             nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
-        fit.optimizer.step()
+        scaler.step(fit.optimizer)
+        scaler.update()
         fit.schedule.after_batch()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-        on_batch(loss.item())
-    return total / seen
+        loss = loss.detach().float()
+        total += loss * len(targets)
+        on_batch(loss)
+    return total.item() / len(order)
 
 
 @torch.no_grad()
 def validate(fit: Fit, data: LabelledImages) -> dict[str, float]:
     """Validation loss, accuracy and macro F1 (multi-label: exact-match accuracy, micro F1 too)."""
     logits = predict_logits(fit.model, data.images, fit.mean, fit.std)
-    loss = fit.loss_fn(logits, data.targets).item()
+    loss = fit.loss_fn(logits.to(fit.device), data.targets.to(fit.device)).item()
     if not data.multilabel:
         scores = classification_metrics(data.targets.numpy(), logits.argmax(1).numpy())
         return {"loss": loss, "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
@@ -149,6 +178,21 @@ def train(
 
     Returns the best epoch's validation metrics.
     """
+    with scratch_dir(model_out) as pixels:  # the decoded images, memory-mapped, gone afterwards
+        return _train(model_name, image, params, seed, annotations, images_root, model_out, metrics_dir, pixels)
+
+
+def _train(
+    model_name: str,
+    image: ImageParams,
+    params: TrainParams,
+    seed: int,
+    annotations: Path,
+    images_root: Path,
+    model_out: Path,
+    metrics_dir: Path,
+    pixels: Path,
+) -> dict[str, float]:
     seed_everything(seed)
     table = read_annotations(annotations)
     classes = class_names(table)
@@ -160,8 +204,8 @@ def train(
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
     model = build_model(model_name, params, len(classes), channels, image.size)
-    train_data = load_split(table, "train", images_root, classes, image.size, channels)
-    val_data = load_split(table, "val", images_root, classes, image.size, channels)
+    train_data = load_split(table, "train", images_root, classes, image.size, channels, cache_dir=pixels)
+    val_data = load_split(table, "val", images_root, classes, image.size, channels, cache_dir=pixels)
     fit = make_fit(model_name, model, params, image.normalize, train_data, classes)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
@@ -189,17 +233,27 @@ def make_fit(
     classes: list[str] | None = None,
 ) -> Fit:
     """Optimizer, loss, schedule, input normalisation (and, multi-label, the validation decision
-    rule) for training `model` on `train_data`."""
+    rule) for training `model` on `train_data`; moves `model` to `train.device`."""
     channels = train_data.images.shape[1]
     mean, std = normalization(model_name, params.pretrained) or (
         channel_stats(train_data.images) if normalize else ([0.0] * channels, [1.0] * channels)
     )
+    device = resolve_device(params.device)
+    channels_last = device.type == "cuda"  # NHWC convolutions are the fast ones on GPUs
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
     steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
+    autocast = amp_dtype(device, params.amp)
     return Fit(
         model, get_model_entry(model_name).head, params.freeze == "backbone", optimizer,
-        create_loss(params, train_data.targets), create_schedule(optimizer, params, steps_per_epoch),
+        create_loss(params, train_data.targets.to(device)), create_schedule(optimizer, params, steps_per_epoch),
         params.clip_grad_norm, list(mean), list(std), validation_rule(params, train_data, classes),
+        augment=OnlineAugment(params.crop_padding, params.flip),
+        device=device,
+        amp=autocast,
+        channels_last=channels_last,
+        compiled=torch.compile(model) if params.compile else None,
+        scaler=torch.amp.GradScaler(device.type) if autocast == torch.float16 else None,
     )
 
 
@@ -244,11 +298,11 @@ def start_or_resume(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Ge
 def run_epochs(fit, params: TrainParams, train_data, val_data, generator, live: Live, state: dict, checkpoint) -> None:
     """The epoch loop from `state['epoch'] + 1`, with early stopping; updates `state` in place."""
 
-    def on_batch(loss: float) -> None:
+    def on_batch(loss: torch.Tensor) -> None:
         state["step"] += 1
         if state["step"] % params.log_every == 0:
             live.step = state["step"]
-            live.log_metric("train/batch_loss", loss)
+            live.log_metric("train/batch_loss", loss.item())
 
     for epoch in range(state["epoch"] + 1, params.epochs + 1):
         if params.patience and state["bad_epochs"] >= params.patience:
@@ -269,7 +323,7 @@ def run_epochs(fit, params: TrainParams, train_data, val_data, generator, live: 
         state["bad_epochs"] = 0 if progressed else state["bad_epochs"] + 1
         if improved(val, state["best"], params.monitor):
             state["best"] = {"epoch": epoch, **{f"val/{k}": v for k, v in val.items()}}
-            state["best_state"] = copy.deepcopy(fit.model.state_dict())
+            state["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in fit.model.state_dict().items()}
         state["epoch"] = epoch
         live.make_summary()
         checkpoint()
@@ -284,7 +338,9 @@ def save_state(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generat
         "optimizer": fit.optimizer.state_dict(),
         "schedule": fit.schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if fit.device.type == "cuda" else [],
         "shuffle_rng": generator.get_state(),
+        "scaler": fit.scaler.state_dict() if fit.scaler else {},
     }
     with atomic_file(resume_dir / "state.pt") as tmp:
         torch.save(payload, tmp)
@@ -295,5 +351,11 @@ def restore(fit: Fit, generator: torch.Generator, state: dict) -> None:
     fit.optimizer.load_state_dict(state.pop("optimizer"))
     fit.schedule.load_state_dict(state.pop("schedule"))
     torch.set_rng_state(state.pop("torch_rng"))
+    cuda_rng = state.pop("cuda_rng", [])
+    if cuda_rng and fit.device.type == "cuda":
+        torch.cuda.set_rng_state_all(cuda_rng)
     generator.set_state(state.pop("shuffle_rng"))
+    scaler = state.pop("scaler", {})
+    if scaler and fit.scaler:
+        fit.scaler.load_state_dict(scaler)
     state.pop("fingerprint")
