@@ -54,7 +54,7 @@ def test_download_detects_the_annotation_file(tags):
 def test_augment_and_split_carry_label_sets_and_groups(tags):
     manifest = pd.read_csv(tags / "augmented/manifest.csv", dtype=str, keep_default_na=False)
     annotations = pd.read_csv(tags / "annotations.csv", dtype=str, keep_default_na=False)
-    assert list(manifest.columns) == ["path", "group", "label:circle", "label:cross", "label:square", "source", "transform"]
+    assert list(manifest.columns) == ["path", "group", "label:circle", "label:cross", "label:square", "source", "transform", "md5"]
     copies = manifest.groupby("source")[["label:circle", "label:cross", "label:square"]].nunique()
     assert (copies == 1).all().all()  # every copy carries its source's labels
     assert annotations.groupby("group")["split"].nunique().max() == 1

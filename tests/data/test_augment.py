@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from pathlib import Path
 
@@ -36,7 +38,10 @@ def test_manifest_has_original_and_one_row_per_transform(tmp_path, small_raw):
     out = tmp_path / "augmented"
     manifest = augment_dataset(small_raw, out, PARAMS, seed=0)
 
-    assert list(manifest.columns) == ["path", "label", "group", "split_on_disk", "source", "transform"]
+    assert list(manifest.columns) == ["path", "label", "group", "split_on_disk", "source", "transform", "md5"]
+    # the md5 of every output's bytes, which downstream stages depend on instead of the folder
+    assert all(hashlib.md5((out / p).read_bytes()).hexdigest() == h for p, h in zip(manifest["path"], manifest["md5"], strict=True))
+    assert manifest["md5"].equals(pd.read_csv(out / "manifest.csv")["md5"])
     sources = image_paths(small_raw)
     assert len(sources) == 9
     assert len(manifest) == 9 * (1 + 2 + 1 + 1)
