@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from helpers import make_project, run, tiny_overrides
+from helpers import make_project, run, stage, tiny_overrides
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 
@@ -18,12 +21,43 @@ def ran(output: str) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in output}
 
 
+def cache_object(repo: Path, md5: str) -> Path:
+    return repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+
+
+def cached_files(repo: Path, out: str) -> list[tuple[Path, Path]]:
+    """(workspace file, its cache object) for every file of directory output `out`, per dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    md5 = next(o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] == out)
+    entries = json.loads(cache_object(repo, md5).read_text())
+    return [(repo / out / e["relpath"], cache_object(repo, e["md5"])) for e in entries]
+
+
+def assert_linked_to_cache(repo: Path, out: str) -> None:
+    """Every file of `out` is its cache object (same inode, read-only): no second copy."""
+    files = cached_files(repo, out)
+    assert len(files) > 10
+    copies = [str(w) for w, c in files if not os.path.samefile(w, c)]
+    assert not copies, f"{len(copies)} of {len(files)} files in {out} are copies of the cache, e.g. {copies[:3]}"
+    assert not [w for w, _ in files if os.stat(w).st_mode & 0o222], f"{out}: writable links into the cache"
+
+
+def assert_cache_intact(objects: list[Path]) -> None:
+    """Each cache object still holds the bytes its name (md5) says."""
+    for obj in objects:
+        assert hashlib.md5(obj.read_bytes()).hexdigest() == obj.parent.name + obj.name, obj
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def source(tmp_path_factory) -> Path:
     from conftest import write_shapes_dataset
 
+    return write_shapes_dataset(tmp_path_factory.mktemp("e2e-source") / "shapes", per_class=10)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, source: Path) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    source = write_shapes_dataset(root / "shapes", per_class=10)
     repo = make_project(root / "repo", tiny_overrides(source))
     first = run(["dvc", "repro"], repo)
     assert ran(first.stdout) == set(STAGES), first.stdout
@@ -59,6 +93,37 @@ def test_repro_from_clean_writes_every_output(project: Path):
 def test_second_repro_runs_nothing(project: Path):
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == set(), second.stdout
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_outputs_are_hard_links_into_the_cache(project: Path, source: Path):
+    # .dvc/config's cache.type: the cache holds the only copy of data/raw and data/augmented.
+    assert_linked_to_cache(project, "data/raw")
+    assert_linked_to_cache(project, "data/augmented")
+    # The download stage copied the user's images: theirs are never linked, nor made read-only.
+    for image in source.rglob("*.png"):
+        st = image.stat()
+        assert st.st_nlink == 1 and st.st_mode & 0o200, image
+
+
+def test_rerun_over_read_only_linked_outputs(project: Path):
+    old_objects = [c for _, c in cached_files(project, "data/augmented")]
+    # By hand, the stage moves the read-only links aside and deletes them (imgpipe.outputs).
+    stage("augment", cwd=project, check=True)
+    assert_cache_intact(old_objects)
+    assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
+    # Through DVC after a param change: new outputs are linked too, old cache objects untouched.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["augment"]["shear"] = 5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = run(["dvc", "repro", "augment"], project)
+    assert ran(rerun.stdout) == {"augment"}, rerun.stdout
+    assert_linked_to_cache(project, "data/augmented")
+    assert_cache_intact(old_objects)
+    # Back to the committed run, for the tests below: checked out from the cache as links again.
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
+    run(["dvc", "checkout"], project)
+    assert_linked_to_cache(project, "data/augmented")
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
 
 
