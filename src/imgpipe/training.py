@@ -5,10 +5,10 @@ states, best epoch, dvclive history) is saved beside the model file, and a rerun
 params and data continues from there, ending with the same metrics as an uninterrupted run.
 
 Training runs at the model's pace: every image is decoded once into a memory-mapped uint8 file
-beside the model, batches are gathered one ahead on a background thread, and the online
-augmentations and normalisation run on whole batches on the device. On a CUDA GPU (used when
-present) batches travel pinned and non-blocking, the model runs channels_last under mixed
-precision (`train.amp`), optionally compiled (`train.compile`).
+beside the model, and the online augmentations and normalisation run on whole batches on the
+device (`imgpipe.data.batches`). On a CUDA GPU (used when present) batches are gathered one ahead
+on a background thread and travel pinned and non-blocking, and the model runs channels_last
+under mixed precision (`train.amp`); `train.compile` compiles it on any device.
 """
 
 from __future__ import annotations
