@@ -37,7 +37,7 @@ from imgpipe.data.readers import list_images
 from imgpipe.data.tensors import LabelledImages, load_images
 from imgpipe.outputs import scratch_dir
 from imgpipe.params import load_params
-from imgpipe.training import Fit, build_model, make_fit, seed_everything, train_one_epoch
+from imgpipe.training import Fit, build_model, make_fit, seed_everything, train_one_epoch, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     with scratch_dir(args.work / "pixels") as cache:
         start = time.perf_counter()
-        args.work_cache = cache / "train.npy"
-        images = load_images(paths, args.size, args.channels, out=args.work_cache)
+        images = load_images(paths, args.size, args.channels, out=cache / "train.npy")
         decode = time.perf_counter() - start
         print(f"decode once: {len(paths) / decode:.0f} images/s ({decode:.1f} s), memory-mapped file "
               f"{images.numel() / 2**20:.0f} MiB (what holding it in RAM would cost)")
@@ -73,14 +72,13 @@ def main() -> None:
         model = build_model(args.model, train, len(classes), args.channels, args.size)
         fit = make_fit(args.model, model, train, True, dataset)
         print(f"device {fit.device}, amp {fit.amp}, channels_last {fit.channels_last}, compile {args.compile}")
-        run(args, fit, dataset, data)
+        run(args, fit, dataset, data, MemoryWatch(cache / "train.npy"))
 
 
-def run(args, fit: Fit, dataset: LabelledImages, data: Path) -> None:
+def run(args, fit: Fit, dataset: LabelledImages, data: Path, memory: MemoryWatch) -> None:
     n, batch = len(dataset.targets), args.batch_size
     sizes = [min(batch, n - s) for s in range(0, n, batch)]  # one epoch's batch sizes
     generator = torch.Generator().manual_seed(0)
-    memory = MemoryWatch(args.work_cache)
 
     def pipeline(epochs: int) -> float:
         for _ in range(epochs):
@@ -89,15 +87,13 @@ def run(args, fit: Fit, dataset: LabelledImages, data: Path) -> None:
         return epochs * n
 
     x = torch.randn(batch, dataset.images.shape[1], args.size, args.size, device=fit.device)
-    if fit.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     y = dataset.targets[:batch].to(fit.device)
 
     def compute(epochs: int) -> float:
         fit.model.train()
         for _ in range(epochs):
             for size in sizes:
-                step(fit, x[:size], y[:size])
+                train_step(fit, x[:size], y[:size])
         return epochs * n
 
     naive_loader = naive(data, args, fit)
@@ -107,18 +103,16 @@ def run(args, fit: Fit, dataset: LabelledImages, data: Path) -> None:
         seen = 0
         for _ in range(epochs):
             for images, targets in naive_loader:
-                step(fit, images.to(fit.device, non_blocking=True), targets.to(fit.device, non_blocking=True))
+                train_step(fit, images.to(fit.device, non_blocking=True), targets.to(fit.device, non_blocking=True))
                 seen += len(targets)
         return seen
 
-    runs = {"a": compute, "b": pipeline, "c": naive_loop}
-    if args.skip_naive:
-        del runs["c"]
+    runs = {"a": compute, "b": pipeline} | ({} if args.skip_naive else {"c": naive_loop})
     # warm-up (and, with --compile, compiling); one epoch of (b) also sizes the rounds
     first = timed(fit, pipeline, 1)[0]
-    for name, fn in runs.items():
-        if name != "b":
-            fn(1) if name == "a" else warm(fn, naive_loader)
+    compute(1)
+    if "c" in runs:
+        warm(naive_loader)
     epochs = args.epochs or max(1, round(args.round_seconds / first))
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(args.rounds):
@@ -137,20 +131,6 @@ def run(args, fit: Fit, dataset: LabelledImages, data: Path) -> None:
     print(f"each round: {epochs} epoch(s) of {n} images per run; figures are medians of {args.rounds} rounds")
 
 
-def step(fit: Fit, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One optimisation step exactly as the train loop takes it, on ready-made input."""
-    with torch.autocast(fit.device.type, dtype=fit.amp, enabled=fit.amp is not None):
-        loss = fit.loss_fn(fit.forward(x), y)
-    fit.optimizer.zero_grad(set_to_none=True)
-    if fit.scaler:
-        fit.scaler.scale(loss).backward()
-        fit.scaler.step(fit.optimizer)
-        fit.scaler.update()
-    else:
-        loss.backward()
-        fit.optimizer.step()
-
-
 def naive(data: Path, args, fit: Fit) -> DataLoader:
     steps = [transforms.Grayscale(1)] if args.channels == 1 else []
     steps += [transforms.Resize((args.size, args.size)), transforms.ToTensor(), transforms.Normalize(fit.mean, fit.std)]
@@ -159,7 +139,7 @@ def naive(data: Path, args, fit: Fit) -> DataLoader:
                       pin_memory=fit.device.type == "cuda", persistent_workers=args.naive_workers > 0)
 
 
-def warm(fn, loader: DataLoader) -> None:
+def warm(loader: DataLoader) -> None:
     """A few batches of the naive loop (a whole epoch would double the bench's run time)."""
     it = iter(loader)
     for _ in range(3):

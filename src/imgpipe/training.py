@@ -47,6 +47,9 @@ from imgpipe.progress import progress
 from imgpipe.resume import load_resume_state, truncate_history
 
 
+NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
+
+
 @dataclass(frozen=True)
 class Fit:
     """Everything one optimisation step needs."""
@@ -97,30 +100,34 @@ def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: 
     set_train_mode(fit.model, fit.head, fit.frozen)
     order = torch.randperm(len(data.targets), generator=generator)
     total = torch.zeros((), device=fit.device)
-    scaler = fit.scaler or torch.amp.GradScaler(fit.device.type, enabled=False)
     mean, std = (torch.tensor(v, device=fit.device) for v in (fit.mean, fit.std))  # copied once, not per batch
     plan = functools.partial(fit.augment.plan, generator=generator) if fit.augment.active else None
     feed = batches(data.images, data.targets, order, batch_size, fit.device, plan)
     for images, targets, *drawn in progress(feed, desc="train", total=math.ceil(len(order) / batch_size)):
         if drawn:
             images = fit.augment.apply(images, drawn[0])
-        x = to_model_input(images, mean, std)  # (B, C, H, W) float
-        if fit.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(fit.device.type, dtype=fit.amp, enabled=fit.amp is not None):
-            loss = fit.loss_fn(fit.forward(x), targets)
-        fit.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if fit.clip_grad_norm > 0:
-            scaler.unscale_(fit.optimizer)
-            nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
-        scaler.step(fit.optimizer)
-        scaler.update()
-        fit.schedule.after_batch()
-        loss = loss.detach().float()
+        loss = train_step(fit, to_model_input(images, mean, std), targets)
         total += loss * len(targets)
         on_batch(loss)
     return total.item() / len(order)
+
+
+def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on a ready float batch; returns its loss, detached, on the device."""
+    scaler = fit.scaler or NO_SCALING
+    if fit.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(fit.device.type, dtype=fit.amp, enabled=fit.amp is not None):
+        loss = fit.loss_fn(fit.forward(x), targets)
+    fit.optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if fit.clip_grad_norm > 0:
+        scaler.unscale_(fit.optimizer)
+        nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
+    scaler.step(fit.optimizer)
+    scaler.update()
+    fit.schedule.after_batch()
+    return loss.detach().float()
 
 
 @torch.no_grad()
@@ -178,21 +185,6 @@ def train(
 
     Returns the best epoch's validation metrics.
     """
-    with scratch_dir(model_out) as pixels:  # the decoded images, memory-mapped, gone afterwards
-        return _train(model_name, image, params, seed, annotations, images_root, model_out, metrics_dir, pixels)
-
-
-def _train(
-    model_name: str,
-    image: ImageParams,
-    params: TrainParams,
-    seed: int,
-    annotations: Path,
-    images_root: Path,
-    model_out: Path,
-    metrics_dir: Path,
-    pixels: Path,
-) -> dict[str, float]:
     seed_everything(seed)
     table = read_annotations(annotations)
     classes = class_names(table)
@@ -204,8 +196,11 @@ def _train(
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
     model = build_model(model_name, params, len(classes), channels, image.size)
-    train_data = load_split(table, "train", images_root, classes, image.size, channels, cache_dir=pixels)
-    val_data = load_split(table, "val", images_root, classes, image.size, channels, cache_dir=pixels)
+    # Decoded into memory-mapped files; the folder goes when the block ends, but the open maps
+    # keep their data (an unlinked file lives until its last map closes), so nothing is left behind.
+    with scratch_dir(model_out) as pixels:
+        train_data = load_split(table, "train", images_root, classes, image.size, channels, cache_dir=pixels)
+        val_data = load_split(table, "val", images_root, classes, image.size, channels, cache_dir=pixels)
     fit = make_fit(model_name, model, params, image.normalize, train_data, classes)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
