@@ -3,9 +3,9 @@
     .venv/bin/python bench/dvc_cost.py --images 50000 [--cache-type project --cache-type copy]
         [--work /tmp/dvc_cost_work] [--keep]
 
-Writes a folder-per-class source of `--images` real JPEG files (10 classes, a shape per class
-at a random place and size, plus noise), then, per `--cache-type`, a fresh git + DVC project
-made from this repo's pipeline the way `tests/helpers.make_project` does (dvc.yaml, stages,
+Writes a folder-per-class source of `--images` real JPEG files (10 classes of photo crops, from
+bench/photos.py), then, per `--cache-type`, a fresh git + DVC project made from this repo's
+pipeline by `tests/helpers.make_project`, as the end-to-end tests make theirs (dvc.yaml, stages,
 src, .dvc/config; `project` keeps the repo's `cache.type`, any other value is written into the
 copy's .dvc/config). data.source points at the folder; training is kept cheap (model mlp,
 1 epoch, image.size 16) while augment keeps its default settings, so data/augmented holds
@@ -63,17 +63,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image, ImageDraw
+
+from photos import make_photos
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CLASSES = ("circle", "square", "cross", "triangle", "hbars", "vbars", "diagonal", "ring", "dots", "x")
-SIZE = 32
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import make_project, run  # noqa: E402  (the end-to-end tests' project setup, shared)
+SIZE = 32  # px: DVC's cost is per file and per byte, not per pixel
 OUTPUTS = ("data/raw", "data/augmented")
 OVERRIDES = {
     "model": "mlp",
@@ -100,9 +100,9 @@ def main() -> None:
     try:
         source = work / f"source-{args.images}"
         start = time.perf_counter()
-        made = write_source(source, args.images)
-        print(f"source: {args.images} JPEG files in {len(CLASSES)} classes, {tree_bytes(source):,} bytes "
-              f"({'written' if made else 'reused'} in {time.perf_counter() - start:.1f} s): {source}")
+        make_photos(source, args.images, SIZE, SIZE, classes=10)
+        print(f"source: {args.images} JPEG files in 10 classes, {tree_bytes(source):,} bytes "
+              f"(ready in {time.perf_counter() - start:.1f} s): {source}")
         print(f"dvc {dvc(['--version'], REPO).stdout.strip()}, {os.cpu_count()} cpus, "
               f"file system: {filesystem(work)}")
         for cache_type in args.cache_type or ["project"]:
@@ -123,8 +123,8 @@ def measure(work: Path, source: Path, cache_type: str, noop_runs: int) -> None:
 
     seconds, out = timed(["repro"], repo)
     print(f"{label} first dvc repro: {seconds:.1f} s ({out.count('Running stage')} stages ran)")
-    git(["add", "-A"], repo)
-    git(["commit", "-qm", "first run"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first run"], repo)
 
     times = []
     for _ in range(noop_runs):
@@ -207,106 +207,8 @@ def filesystem(path: Path) -> str:
     return lines[-6] if result.returncode == 0 and len(lines) >= 7 else "unknown"
 
 
-# --- the source ------------------------------------------------------------------------------
-
-
-def write_source(root: Path, count: int) -> bool:
-    """`count` JPEGs in root/<class>/; False when root already holds them."""
-    if root.is_dir() and sum(1 for _ in walk_files(root)) == count:
-        return False
-    shutil.rmtree(root, ignore_errors=True)
-    for name in CLASSES:
-        (root / name).mkdir(parents=True)
-    chunks = [range(start, min(start + 2000, count)) for start in range(0, count, 2000)]
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(_write_chunk, [root] * len(chunks), chunks))
-    return True
-
-
-def _write_chunk(root: Path, indices: range) -> None:
-    for i in indices:
-        name = CLASSES[i % len(CLASSES)]
-        rng = np.random.default_rng(i)
-        draw_class(name, rng).save(root / name / f"{name}_{i:06d}.jpg", quality=90)
-
-
-def draw_class(name: str, rng: np.random.Generator) -> Image.Image:
-    """A bright shape (one per class) at a random place and size on a noisy dark background."""
-    img = Image.new("L", (SIZE, SIZE), 0)
-    draw = ImageDraw.Draw(img)
-    r = int(rng.integers(SIZE // 5, SIZE // 3))
-    cx, cy = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if name == "circle":
-        draw.ellipse(box, fill=255)
-    elif name == "square":
-        draw.rectangle(box, fill=255)
-    elif name == "cross":
-        draw.line((cx - r, cy, cx + r, cy), fill=255, width=3)
-        draw.line((cx, cy - r, cx, cy + r), fill=255, width=3)
-    elif name == "triangle":
-        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=255)
-    elif name == "hbars":
-        for y in range(cy - r, cy + r, 4):
-            draw.line((cx - r, y, cx + r, y), fill=255, width=2)
-    elif name == "vbars":
-        for x in range(cx - r, cx + r, 4):
-            draw.line((x, cy - r, x, cy + r), fill=255, width=2)
-    elif name == "diagonal":
-        draw.line((cx - r, cy + r, cx + r, cy - r), fill=255, width=3)
-    elif name == "ring":
-        draw.ellipse(box, outline=255, width=2)
-    elif name == "dots":
-        for dx in (-r // 2, r // 2):
-            for dy in (-r // 2, r // 2):
-                draw.ellipse((cx + dx - 2, cy + dy - 2, cx + dx + 2, cy + dy + 2), fill=255)
-    else:  # x
-        draw.line((cx - r, cy - r, cx + r, cy + r), fill=255, width=3)
-        draw.line((cx - r, cy + r, cx + r, cy - r), fill=255, width=3)
-    noise = rng.integers(0, 60, size=(SIZE, SIZE), dtype=np.uint8)
-    return Image.fromarray(np.maximum(np.asarray(img), noise))
-
-
-# --- the project (as tests/helpers.make_project) -----------------------------------------------
-
-
-def make_project(dest: Path, overrides: dict) -> None:
-    dest.mkdir(parents=True)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "stages", "src", ".dvc"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name,
-                            ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__", "config.local", "*.egg-info"))
-        else:
-            shutil.copy2(src, dest / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for key, value in overrides.items():
-        params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) else value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(["init", "-q"], dest)
-    git(["add", "-A"], dest)
-    git(["commit", "-qm", "pipeline"], dest)
-
-
-def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # stage commands call `python`
-        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
-        "DVC_NO_ANALYTICS": "1",
-    }
-
-
-def git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, env=env(), check=True, capture_output=True, text=True)
-
-
 def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env(), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    return run([str(BIN / "dvc"), *args], cwd)
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, str]:
