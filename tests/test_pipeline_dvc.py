@@ -85,9 +85,14 @@ def test_repro_from_clean_writes_every_output(project: Path):
     assert train_metrics["epoch"] == 2
     assert set(train_metrics["val"]) == {"loss", "accuracy", "f1_macro"}
     assert (project / "metrics/train/plots/metrics/train/batch_loss.tsv").is_file()
-    # Outputs belong to DVC, not git.
+    # Data, models and predictions belong to DVC; the small results are committed to git.
     tracked = run(["git", "ls-files"], project).stdout.split()
-    assert not [f for f in tracked if f.startswith(("data/", "models/", "metrics/", "predictions/"))]
+    assert not [f for f in tracked if f.startswith(("data/", "models/", "predictions/"))]
+    results = {f for f in tracked if f.startswith("metrics/")}
+    assert {"metrics/evaluate/metrics.json", "metrics/evaluate/outcomes.json", "metrics/train/metrics.json",
+            "metrics/train/plots/metrics/val/accuracy.tsv", "metrics/split/split.json"} <= results
+    linked = [f for f in results if os.stat(project / f).st_nlink > 1]
+    assert not linked, f"results linked into the DVC cache: {linked}"
 
 
 def test_second_repro_runs_nothing(project: Path):

@@ -1,4 +1,5 @@
-"""The evaluate stage: test-split metrics, a per-class (per-label) table and confusion counts."""
+"""The evaluate stage: test-split metrics, a per-class (per-label) table, confusion counts and
+each test image's outcome (`imgpipe.outcomes`, for the review of a pull request)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from imgpipe.metrics import (
     per_class_table,
     per_label_table,
 )
+from imgpipe.outcomes import FILE as OUTCOMES_FILE
+from imgpipe.outcomes import record_outcomes, write_outcomes
 from imgpipe.outputs import atomic_dir, scratch_dir
 
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict:
-    """Score the model on the test split; writes metrics.json, per_class.csv, confusion.json and
-    label_confusion.json (a 2x2 matrix per class or label)."""
+    """Score the model on the test split; writes metrics.json, per_class.csv, confusion.json,
+    label_confusion.json (a 2x2 matrix per class or label) and outcomes.json."""
     model, spec = load_checkpoint(model_path)
     table = read_annotations(annotations)
     check_labels_match(table, spec, annotations, model_path)
@@ -45,19 +48,23 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
         logits = predict_logits(model.to(resolve_device()), test.images, spec.mean, spec.std)
     if spec.multilabel:
         metrics, per_class, confusion, y_true, y_pred = score_multilabel(spec, logits, test.targets)
+        bits_true, bits_pred = y_true, y_pred  # (N, K)
     else:
         y_true, y_pred = test.targets.numpy(), logits.argmax(1).numpy()
         metrics = {**classification_metrics(y_true, y_pred), "test_images": int(len(y_true))}
         per_class = per_class_table(y_true, y_pred, spec.classes)
         confusion = confusion_counts(y_true, y_pred, spec.classes)
-        y_true, y_pred = (np.eye(len(spec.classes), dtype=np.uint8)[y] for y in (y_true, y_pred))  # one-vs-rest
+        bits_true, bits_pred = (np.eye(len(spec.classes), dtype=np.uint8)[y] for y in (y_true, y_pred))  # one-vs-rest
+    md5s = table.loc[table["split"] == "test", "md5"].tolist()  # in the order load_split read them
+    outcomes = record_outcomes(md5s, spec.classes, y_true, y_pred, spec.task)
     with atomic_dir(out_dir) as tmp:
         with Live(str(tmp), dvcyaml=None, save_dvc_exp=False) as live:
             live.summary.update(metrics)
         pd.DataFrame(per_class).to_csv(tmp / "per_class.csv", index=False)
         (tmp / "confusion.json").write_text(json.dumps(confusion, indent=1))
-        label_confusion = label_confusion_counts(y_true, y_pred, spec.classes)
+        label_confusion = label_confusion_counts(bits_true, bits_pred, spec.classes)
         (tmp / "label_confusion.json").write_text(json.dumps(label_confusion, indent=1))
+        write_outcomes(tmp / OUTCOMES_FILE, outcomes)
     return metrics
 
 
