@@ -1,0 +1,225 @@
+"""What a review reads: two revisions of the project, their committed results, DVC's own diffs
+of params, metrics and plots, and whether the head's results match its params and code."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from imgpipe.errors import UserError
+
+WORKSPACE = "workspace"  # DVC's name for the working tree
+RESULTS = ("dvc.lock", "metrics")  # what a run commits to git (see dvc.yaml)
+
+
+@dataclass(frozen=True)
+class Revision:
+    name: str  # as the user gave it: main, origin/main, workspace
+    sha: str  # the commit (the workspace: HEAD's)
+
+    @property
+    def workspace(self) -> bool:
+        return self.name == WORKSPACE
+
+
+    def describe(self) -> str:
+        return f"workspace (on {self.sha[:8]})" if self.workspace else f"`{self.name}` ({self.sha[:8]})"
+
+
+def find_repo(start: Path) -> Path:
+    """The top of the git repository holding `start`."""
+    found = _run(["git", "rev-parse", "--show-toplevel"], Path(start))
+    if found.returncode != 0:
+        raise UserError(f"{Path(start).resolve()} is not inside a git repository; run imgpipe review in the project")
+    return Path(found.stdout.strip())
+
+
+def resolve(repo: Path, rev: str, option: str) -> Revision:
+    """A commit, branch or tag (or `workspace`); a one-line error naming `option` otherwise.
+
+    Like DVC, a branch only a remote has (`main` in a fresh clone of a pull-request branch) is
+    that remote's branch (`origin/main`) when exactly one remote has it.
+    """
+    if rev == WORKSPACE:
+        return Revision(WORKSPACE, _commit(repo, "HEAD") or "")
+    sha = _commit(repo, rev)
+    if sha is None:
+        remotes = _run(["git", "for-each-ref", "--format=%(refname)", f"refs/remotes/*/{rev}"], repo).stdout.split()
+        sha = _commit(repo, remotes[0]) if len(remotes) == 1 else None
+    if sha is None:
+        raise UserError(
+            f"{option} {rev!r} is not a commit, branch or tag of this repository; "
+            "fetch it first (git fetch origin main) or pass a SHA"
+        )
+    return Revision(rev, sha)
+
+
+def _commit(repo: Path, rev: str) -> str | None:
+    found = _run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def read_text(repo: Path, revision: Revision, path: str) -> str | None:
+    """A file as committed at `revision` (the workspace: as on disk); None when absent."""
+    if revision.workspace:
+        file = repo / path
+        return file.read_text() if file.is_file() else None
+    shown = _run(["git", "show", f"{revision.sha}:{path}"], repo)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def params_diff(repo: Path, base: Revision, head: Revision) -> dict[str, tuple]:
+    """`dvc params diff`: param -> (base value, head value), changed params only."""
+    found = dvc_json(repo, "params", "diff", *_revs(base, head))
+    return {key: (d.get("old"), d.get("new")) for changes in found.values() for key, d in changes.items()}
+
+
+def metrics_diff(repo: Path, base: Revision, head: Revision) -> dict[str, dict[str, tuple]]:
+    """`dvc metrics diff --all`: file -> metric -> (base value, head value), every metric."""
+    found = dvc_json(repo, "metrics", "diff", "--all", *_revs(base, head))
+    return {path: {key: (d.get("old"), d.get("new")) for key, d in metrics.items()} for path, metrics in found.items()}
+
+
+def plots_diff(repo: Path, base: Revision, head: Revision) -> dict:
+    """`dvc plots diff --json`: the top-level plots of dvc.yaml as filled Vega-Lite specs."""
+    return dvc_json(repo, "plots", "diff", *_revs(base, head)).get("data", {})
+
+
+def _revs(base: Revision, head: Revision) -> list[str]:
+    """DVC's diffs take revisions by the user's names (and label plots with them); the
+    workspace is their default head."""
+    return [base.name] if head.workspace else [base.name, head.name]
+
+
+def stale_stages(repo: Path, head: Revision) -> dict[str, list[str]]:
+    """Stages whose committed results do not match the params, code and inputs committed with
+    them at `head`: stage -> what changed.
+
+    Judged by `dvc status` and by dvc.lock itself. A clone without the DVC cache lacks data,
+    models and predictions, which `dvc status` lists as deleted or not in cache; that says
+    nothing about the results in git, so from `dvc status` only these count: a changed param,
+    source file or command, and a git-tracked result edited or missing. A stage's input made by
+    another stage is checked in dvc.lock instead, with no data needed: the hash it was run on
+    must be the hash the other stage last wrote (a train rerun without evaluate fails this).
+    """
+    with _checkout(repo, head) as tree:
+        status = dvc_json(tree, "status")
+        outputs = declared_outputs(tree)
+        lock = _yaml(tree / "dvc.lock")
+    stale: dict[str, list[str]] = {}
+    for stage, entries in status.items():
+        for entry in entries if isinstance(entries, list) else [entries]:
+            stale.setdefault(stage, []).extend(_status_changes(entry, outputs))
+    for stage, changes in lock_mismatches(lock).items():
+        stale.setdefault(stage, []).extend(changes)
+    return {stage: changes for stage, changes in stale.items() if changes}
+
+
+def _status_changes(entry, outputs: dict[str, bool]) -> list[str]:
+    """What one `dvc status` entry says about the committed results (see `stale_stages`)."""
+    if not isinstance(entry, dict):  # "changed checksum", "always changed"
+        return [str(entry)]
+    changes = []
+    for path, state in entry.get("changed deps", {}).items():
+        if isinstance(state, dict):  # a params file: section or key -> state
+            changes += [f"{path}: {key} {how}" for key, how in state.items()]
+        elif _made_by_stage(path, outputs) is None:  # sources and params, not data
+            changes.append(f"{path} {state}")
+    for path, state in entry.get("changed outs", {}).items():
+        if outputs.get(path) is False:  # `cache: false`: a result in git
+            changes.append(f"{path} {state}")
+    if "changed command" in entry:
+        changes.append("command changed")
+    return changes
+
+
+def lock_mismatches(lock: dict) -> dict[str, list[str]]:
+    """Stages that ran on another stage's output as it no longer is, per dvc.lock."""
+    stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
+    written = {out["path"]: (name, out.get("md5")) for name, stage in stages.items() for out in stage.get("outs", [])}
+    found: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            producer, md5 = written.get(dep["path"], (None, None))
+            if producer is not None and dep.get("md5") != md5:
+                found.setdefault(name, []).append(f"ran on a {dep['path']} that {producer} has since rewritten")
+    return found
+
+
+def declared_outputs(tree: Path) -> dict[str, bool]:
+    """Every output dvc.yaml declares (outs, metrics, plots) -> whether DVC caches it (else git holds it)."""
+    outputs = {}
+    for stage in _yaml(tree / "dvc.yaml").get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) if isinstance(stage, dict) else []:
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+                outputs[path] = (options or {}).get("cache", True)
+    return outputs
+
+
+def _made_by_stage(path: str, outputs: dict[str, bool]) -> str | None:
+    """The declared output that holds `path` (itself, or a folder above it), if any."""
+    return next((out for out in outputs if path == out or path.startswith(out.rstrip("/") + "/")), None)
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        found = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path.name}: not valid YAML ({str(err).splitlines()[0]}); fix or regenerate it") from None
+    return found if isinstance(found, dict) else {}
+
+
+def uncommitted_results(repo: Path) -> list[str]:
+    """Result files (dvc.lock, metrics/) and params.yaml changed in the workspace but not committed."""
+    found = _run(["git", "status", "--porcelain", "--untracked-files=all", "--", *RESULTS, "params.yaml"], repo)
+    return [line[3:] for line in found.stdout.splitlines()]
+
+
+@contextlib.contextmanager
+def _checkout(repo: Path, revision: Revision) -> Iterator[Path]:
+    """The revision's files: the workspace itself, or a temporary git worktree of the commit."""
+    if revision.workspace:
+        yield repo
+        return
+    with tempfile.TemporaryDirectory(prefix="imgpipe-review-") as tmp:
+        tree = Path(tmp) / "tree"
+        _check(["git", "worktree", "add", "--detach", "--quiet", str(tree), revision.sha], repo)
+        try:
+            yield tree
+        finally:
+            _run(["git", "worktree", "remove", "--force", str(tree)], repo)
+
+
+def dvc_json(repo: Path, *args: str) -> dict:
+    """Run a DVC command with `--json` (the DVC installed beside this Python) and parse its output."""
+    done = _run([sys.executable, "-m", "dvc", *args, "--json"], repo)
+    try:
+        return json.loads(done.stdout) if done.returncode == 0 else _fail(done, args)
+    except json.JSONDecodeError:
+        return _fail(done, args)
+
+
+def _fail(done: subprocess.CompletedProcess, args: tuple[str, ...]):
+    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
+    raise UserError(f"dvc {' '.join(args)} failed: {reason.removeprefix('ERROR: ')}")
+
+
+def _check(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    done = _run(args, cwd)
+    if done.returncode != 0:
+        raise UserError(f"{' '.join(args[:3])} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return done
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True)

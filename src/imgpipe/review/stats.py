@@ -1,0 +1,174 @@
+"""Is a change in test results real? Paired tests on two models' per-image outcomes.
+
+When both revisions scored the same test images (equal `Outcomes.test_set` keys), the images
+pair up: an exact McNemar test on the images only one model gets right, and a paired bootstrap
+(the same resampled images for both models) for the change in accuracy, macro F1 and each
+class's F1. When the test sets differ, each side gets its own bootstrap interval instead.
+Accuracy is exact match for multi-label data; F1 is computed from one-hot (multi-label: label)
+counts exactly as the evaluate stage does, so the point estimates equal its metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from imgpipe.outcomes import Outcomes
+
+ALPHA = 0.05  # a change is significant when p < ALPHA; intervals are 1 - ALPHA
+RESAMPLES = 2000
+SEED = 0  # the review is the same every time it is run
+CHUNK = 2_000_000  # resampled image weights held at once
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+@dataclass(frozen=True)
+class ClassChange:
+    name: str
+    base: float  # F1; NaN when undefined (no image of the class, none predicted)
+    head: float
+    change: Interval
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two models scored on the same test images."""
+
+    images: int
+    only_base: int  # images the base model gets right and the head model wrong
+    only_head: int  # and the other way round
+    changed_decisions: int  # images whose predicted class (label set) differs
+    p_value: float  # exact McNemar on (only_base, only_head)
+    accuracy: tuple[float, float]  # base, head
+    accuracy_change: Interval
+    f1_macro: tuple[float, float]
+    f1_macro_change: Interval
+    classes: list[ClassChange]
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < ALPHA
+
+
+@dataclass(frozen=True)
+class Alone:
+    """One model on its own test images."""
+
+    images: int
+    accuracy: float
+    accuracy_interval: Interval
+    f1_macro: float
+    f1_macro_interval: Interval
+
+
+def mcnemar_exact(only_base: int, only_head: int) -> float:
+    """Two-sided exact McNemar p-value: the smaller discordant count against Binomial(n, 1/2)."""
+    n = only_base + only_head
+    tail = sum(math.comb(n, i) for i in range(min(only_base, only_head) + 1))  # exact integers
+    return min(1.0, 2 * tail / 2**n)
+
+
+def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Paired:
+    """Pair two records of the same test set (`base.test_set == head.test_set`)."""
+    if base.test_set != head.test_set:
+        raise ValueError("the records score different test sets; use each side alone")
+    classes, truth, (base_dec, head_dec) = aligned(base, head)
+    right = base.correct(), head.correct()  # (N,) each
+    scorers = [Scorer(truth, decided, ok) for decided, ok in zip((base_dec, head_dec), right, strict=True)]
+    n = len(truth)
+    (acc0, f10, per0), (acc1, f11, per1) = (score(np.ones((1, n))) for score in scorers)
+    draws = [], [], []  # accuracy, macro F1 and per-class F1 changes, an array per chunk
+    for weights in bootstrap_weights(n, resamples, seed):
+        (a0, m0, c0), (a1, m1, c1) = (score(weights) for score in scorers)
+        for store, change in zip(draws, (a1 - a0, m1 - m0, c1 - c0), strict=True):
+            store.append(change)
+    acc_change, f1_change, per_class = (np.concatenate(d) for d in draws)
+    only_base, only_head = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
+    return Paired(
+        images=n,
+        only_base=only_base,
+        only_head=only_head,
+        changed_decisions=int((base_dec != head_dec).any(axis=1).sum()),
+        p_value=mcnemar_exact(only_base, only_head),
+        accuracy=(float(acc0[0]), float(acc1[0])),
+        accuracy_change=interval(acc_change),
+        f1_macro=(float(f10[0]), float(f11[0])),
+        f1_macro_change=interval(f1_change),
+        classes=[
+            ClassChange(name, float(per0[0, k]), float(per1[0, k]), interval(per_class[:, k]))
+            for k, name in enumerate(classes)
+        ],
+    )
+
+
+def summarize_alone(outcomes: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Alone:
+    """Accuracy and macro F1 of one record, each with its own bootstrap interval."""
+    score = Scorer(*outcomes.one_hot(), outcomes.correct())
+    n = len(outcomes)
+    (acc,), (f1,), _ = score(np.ones((1, n)))
+    draws = [score(weights)[:2] for weights in bootstrap_weights(n, resamples, seed)]
+    accs, f1s = (np.concatenate(d) for d in zip(*draws, strict=True))
+    return Alone(n, float(acc), interval(accs), float(f1), interval(f1s))
+
+
+def aligned(base: Outcomes, head: Outcomes) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The classes of both records (base's first), the truth and both models' decisions as
+    (N, K) bool arrays over them."""
+    classes = base.classes + [c for c in head.classes if c not in base.classes]
+    wide = []
+    for record in (base, head):
+        columns = [classes.index(c) for c in record.classes]
+        pair = np.zeros((2, len(record), len(classes)), dtype=bool)  # truth, decisions
+        pair[0][:, columns], pair[1][:, columns] = record.one_hot()
+        wide.append(pair)
+    return classes, wide[0][0], (wide[0][1], wide[1][1])
+
+
+def bootstrap_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Resamples of n images with replacement, as (B, N) counts of each image, in chunks."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, CHUNK // max(n, 1))
+    for start in range(0, resamples, per_chunk):
+        b = min(per_chunk, resamples - start)
+        picks = rng.integers(0, n, size=(b, n)) + np.arange(b)[:, None] * n  # (B, N) flat indices
+        yield np.bincount(picks.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+class Scorer:
+    """Accuracy, macro F1 and per-class F1 of one model's decisions on weighted images."""
+
+    def __init__(self, truth: np.ndarray, decided: np.ndarray, right: np.ndarray):
+        # (N, K) indicators, sparse: most images carry one class (a few labels) of K
+        self.indicators = [sparse.csr_array(m.astype(np.float64)) for m in (truth & decided, truth, decided)]
+        self.right = right.astype(np.float64)  # (N,)
+
+    def __call__(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For (B, N) image weights: accuracy (B,), macro F1 (B,) and F1 per class (B, K), NaN
+        where a class has no true and no predicted image (left out of the macro average)."""
+        tp, support, predicted = ((m.T @ weights.T).T for m in self.indicators)  # (B, K) each
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = 2 * tp / (support + predicted)
+        defined = (~np.isnan(f1)).sum(axis=1)
+        macro = np.divide(np.nansum(f1, axis=1), defined, out=np.zeros(len(f1)), where=defined > 0)
+        return weights @ self.right / weights.sum(axis=1), macro, f1
+
+
+def interval(draws: np.ndarray) -> Interval:
+    """The central 1 - ALPHA percentile interval of bootstrap draws (NaN draws left out)."""
+    draws = draws[~np.isnan(draws)]
+    if not len(draws):
+        return Interval(math.nan, math.nan)
+    low, high = np.percentile(draws, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return Interval(float(low), float(high))
