@@ -68,30 +68,33 @@ def test_per_class_table_includes_absent_classes():
 def test_confusion_counts_hand_computed():
     classes = ["zero", "one", "two"]
     rows = confusion_counts(Y_TRUE, Y_PRED, classes)
-    assert len(rows) == len(classes) ** 2
     assert sum(r["count"] for r in rows) == len(Y_TRUE)
     assert all(type(r["count"]) is int for r in rows)
     table = {(r["actual"], r["predicted"]): r["count"] for r in rows}
-    assert len(table) == 9
-    assert table == {
-        ("zero", "zero"): 1, ("zero", "one"): 1, ("zero", "two"): 0,
-        ("one", "zero"): 0, ("one", "one"): 2, ("one", "two"): 0,
-        ("two", "zero"): 1, ("two", "one"): 0, ("two", "two"): 1,
+    assert table == {  # the diagonal and the non-zero cells; the plot template imputes the zeros
+        ("zero", "zero"): 1, ("zero", "one"): 1,
+        ("one", "one"): 2,
+        ("two", "zero"): 1, ("two", "two"): 1,
     }
 
 
-def test_confusion_counts_has_every_pair_even_for_unseen_classes():
+def test_confusion_counts_name_every_class_on_the_diagonal_and_skip_zeros():
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 3, size=50)  # class 3 never occurs
     y_pred = rng.integers(0, 3, size=50)
     classes = ["a", "b", "c", "d"]
     rows = confusion_counts(y_true, y_pred, classes)
-    assert len(rows) == 16
-    assert [(r["actual"], r["predicted"]) for r in rows] == [(a, p) for a in classes for p in classes]
+    assert [(r["actual"], r["predicted"]) for r in rows if r["actual"] == r["predicted"]] == [(c, c) for c in classes]
+    assert all(r["count"] > 0 for r in rows if r["actual"] != r["predicted"])
     assert sum(r["count"] for r in rows) == 50
-    assert all(r["count"] == 0 for r in rows if "d" in (r["actual"], r["predicted"]))
+    assert [r["count"] for r in rows if "d" in (r["actual"], r["predicted"])] == [0]
     diagonal = sum(r["count"] for r in rows if r["actual"] == r["predicted"])
     assert diagonal == int((y_true == y_pred).sum())
+
+
+def test_confusion_counts_stay_small_with_many_classes():
+    y = np.arange(1000)  # 1,000 classes, one test image each, all right
+    assert len(confusion_counts(y, y, [str(k) for k in range(1000)])) == 1000  # not 1,000,000
 
 
 # Multi-label: four images, three labels (the last never true in this "test split").

@@ -133,11 +133,27 @@ def test_rerun_over_read_only_linked_outputs(project: Path):
 
 
 def test_plots_render_confusion_matrix_with_class_names(project: Path):
+    import vl_convert
+
     shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
     confusion = json.dumps(shown["data"]["Confusion matrix (test)"])
     for name in ("circle", "cross", "square"):
         assert f'"actual": "{name}"' in confusion
     assert "Images per class and split" in shown["data"]
+    # confusion.json skips zero cells off the diagonal; the template imputes them: 3 x 3 drawn.
+    spec = shown["data"]["Confusion matrix (test)"][0]["content"]
+    cells = [mark for mark in walk(vl_convert.vegalite_to_scenegraph(spec)) if mark.get("name") == "child_layer_0_marks"]
+    assert [len(mark["items"]) for mark in cells] == [9]
+
+
+def walk(node):
+    """Every dict in a nested structure (a Vega scenegraph)."""
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            yield from walk(child)
 
 
 def test_exp_run_model_reruns_only_model_stages(project: Path):

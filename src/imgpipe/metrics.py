@@ -36,12 +36,23 @@ def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[st
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> list[dict]:
-    """The confusion matrix as aggregated (actual, predicted, count) rows, all K x K pairs."""
-    matrix = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
+    """The confusion matrix as aggregated (actual, predicted, count) rows (see `matrix_cells`)."""
+    return matrix_cells(confusion_matrix(y_true, y_pred, labels=np.arange(len(classes))), classes)
+
+
+def matrix_cells(matrix: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """(actual, predicted, count) rows of a K x K matrix: the whole diagonal, zeros included, and
+    the off-diagonal cells that are not zero.
+
+    The file is committed with every run, so it must not hold K x K rows (1,000 classes would be
+    a million); the plot template (.dvc/plots/confusion_counts.json) imputes the missing cells
+    as 0, and the diagonal names every label on both axes.
+    """
     return [
-        {"actual": classes[i], "predicted": classes[j], "count": int(matrix[i, j])}
-        for i in range(len(classes))
-        for j in range(len(classes))
+        {"actual": labels[i], "predicted": labels[j], "count": int(matrix[i, j])}
+        for i in range(len(labels))
+        for j in range(len(labels))
+        if i == j or matrix[i, j]
     ]
 
 
@@ -108,12 +119,7 @@ def cooccurrence_counts(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence
 
     The diagonal holds true positives; `(actual p1=7, predicted p1=1)` counts a 7 read as a 1.
     """
-    matrix = y_true.astype(np.int64).T @ y_pred.astype(np.int64)  # (K, K)
-    return [
-        {"actual": labels[i], "predicted": labels[j], "count": int(matrix[i, j])}
-        for i in range(len(labels))
-        for j in range(len(labels))
-    ]
+    return matrix_cells(y_true.astype(np.int64).T @ y_pred.astype(np.int64), labels)  # (K, K)
 
 
 def group_accuracy(y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, list[int]]) -> dict:
