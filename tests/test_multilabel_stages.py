@@ -19,8 +19,10 @@ from imgpipe.data.sources import LabelOptions, download
 from imgpipe.data.split import write_split
 from imgpipe.errors import UserError
 from imgpipe.evaluation import evaluate
+from imgpipe.outcomes import loads
 from imgpipe.params import AugmentParams, ImageParams, SplitParams, TrainParams
 from imgpipe.prediction import predict
+from imgpipe.review.stats import compare_paired
 from imgpipe.training import train
 
 TINY = TrainParams(epochs=2, batch_size=8, lr=0.01, log_every=1)
@@ -100,6 +102,12 @@ def test_evaluate_and_predict_multilabel(tags, trained, tmp_path):
     assert per_label["support"].sum() > 0
     confusion = json.loads((tmp_path / "eval/label_confusion.json").read_text())
     assert len(confusion) == 12 and sum(r["count"] for r in confusion) == 3 * metrics["test_images"]
+    # The per-image record the review pairs on gives back the stage's own exact match and macro F1.
+    outcomes = loads((tmp_path / "eval/outcomes.json").read_text())
+    assert outcomes.task == "multilabel" and outcomes.actual.shape == (metrics["test_images"], 3)
+    scored = compare_paired(outcomes, outcomes, resamples=100)
+    assert scored.accuracy[0] == pytest.approx(metrics["exact_match_accuracy"])
+    assert scored.f1_macro[0] == pytest.approx(metrics["f1_macro"])
 
     images = sorted((tags / "augmented/original").rglob("*.png"))[:5]
     table = predict(trained / "model.pt", images, tmp_path / "pred.tsv")

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from helpers import make_project, run, stage, tiny_overrides
+from imgpipe.outcomes import loads
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 
@@ -70,6 +71,9 @@ def test_repro_from_clean_writes_every_output(project: Path):
     metrics = json.loads((project / "metrics/evaluate/metrics.json").read_text())
     assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
+    outcomes = loads((project / "metrics/evaluate/outcomes.json").read_text())  # what imgpipe review pairs
+    assert len(outcomes) == metrics["test_images"] and outcomes.classes == ["circle", "cross", "square"]
+    assert outcomes.correct().mean() == pytest.approx(metrics["accuracy"])
 
     predictions = pd.read_csv(project / "predictions/predictions.tsv", sep="\t", dtype=str)
     annotations = pd.read_csv(project / "data/annotations.csv", dtype=str)

@@ -139,8 +139,6 @@ def test_review_of_a_worse_model(hosting: Hosting, tmp_path: Path):
     for _, link in links:
         assert (repo / "review" / link).read_bytes().startswith(PNG)
     assert "review:" in done.stderr
-    # Nothing of the review's work is left in the repository.
-    assert run(["git", "worktree", "list"], repo).stdout.count("\n") == 1
     assert run(["git", "status", "--porcelain", "--", ".", ":!review"], repo).stdout == ""
 
 
@@ -155,8 +153,9 @@ def test_only_predict_params_changed_means_no_change(hosting: Hosting, tmp_path:
 
 def test_edited_params_without_a_rerun_are_stale(hosting: Hosting, tmp_path: Path):
     repo = clone(hosting, tmp_path / "clone", "main")
-    # Reviewing another revision (a temporary worktree) and the workspace agree.
+    # Reviewing another revision (in a temporary git worktree) and the workspace agree.
     by_rev = review(repo, "--base", "main", "--head", "origin/stale").stdout
+    assert run(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1  # removed again
     run(["git", "checkout", "-q", "stale"], repo)
     in_workspace = review(repo, "--base", "main").stdout
     for text in (by_rev, in_workspace):
@@ -177,9 +176,24 @@ def test_a_train_rerun_without_evaluate_is_stale(hosting: Hosting, tmp_path: Pat
     model = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.pt")
     model["md5"] = "0" * 32
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    (repo / "metrics/split/split.json").write_text("{}")  # a committed result edited by hand
     text = review(repo, "--base", "main").stdout
     assert "evaluate: ran on a models/model.pt that train has since rewritten" in text
-    assert "**Warning: uncommitted results.** `dvc.lock`" in text
+    assert "split: metrics/split/split.json modified" in text
+    assert "**Warning: uncommitted results.** `dvc.lock`, `metrics/split/split.json`" in text
+
+
+def test_broken_files_at_the_head(hosting: Hosting, tmp_path: Path):
+    repo = clone(hosting, tmp_path / "clone", "main")
+    (repo / "metrics/evaluate/outcomes.json").write_text('{"format": 1, "task": "multiclass"}')
+    text = review(repo, "--base", "main").stdout
+    assert "- Head: metrics/evaluate/outcomes.json: not an imgpipe outcome record" in text
+    for broken, says in (("stages: [download, train]", "is not a DVC pipeline file"), ("stages: {a: [", "is not valid YAML")):
+        (repo / "dvc.yaml").write_text(broken)
+        done = review(repo, "--base", "main", check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: dvc.yaml at workspace") and says in line, line
 
 
 def test_bad_revisions_and_missing_results(hosting: Hosting, tmp_path: Path):

@@ -41,10 +41,11 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
     model, spec = load_checkpoint(model_path)
     table = read_annotations(annotations)
     check_labels_match(table, spec, annotations, model_path)
-    if not (table["split"] == "test").any():
+    rows = table[table["split"] == "test"]
+    if rows.empty:
         raise UserError(f"{annotations}: the test split is empty; raise split.test or add images")
     with scratch_dir(out_dir) as pixels:  # decoded test images, memory-mapped
-        test = load_split(table, "test", images_root, spec.classes, spec.image_size, spec.channels, cache_dir=pixels)
+        test = load_split(rows, "test", images_root, spec.classes, spec.image_size, spec.channels, cache_dir=pixels)
         logits = predict_logits(model.to(resolve_device()), test.images, spec.mean, spec.std)
     if spec.multilabel:
         metrics, per_class, confusion, y_true, y_pred = score_multilabel(spec, logits, test.targets)
@@ -55,8 +56,7 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
         per_class = per_class_table(y_true, y_pred, spec.classes)
         confusion = confusion_counts(y_true, y_pred, spec.classes)
         bits_true, bits_pred = (np.eye(len(spec.classes), dtype=np.uint8)[y] for y in (y_true, y_pred))  # one-vs-rest
-    md5s = table.loc[table["split"] == "test", "md5"].tolist()  # in the order load_split read them
-    outcomes = record_outcomes(md5s, spec.classes, y_true, y_pred, spec.task)
+    outcomes = record_outcomes(rows["md5"].tolist(), spec.classes, y_true, y_pred, spec.task)
     with atomic_dir(out_dir) as tmp:
         with Live(str(tmp), dvcyaml=None, save_dvc_exp=False) as live:
             live.summary.update(metrics)

@@ -24,8 +24,8 @@ FILE = "outcomes.json"  # in the evaluate stage's metrics folder
 FORMAT = 1
 TASKS = ("multiclass", "multilabel")
 ENCODING = (
-    "base64 of zlib of, per image in test_set order: the class index (uint8; uint16 past 256 classes), "
-    "or for multilabel the label bits packed into ceil(K / 8) bytes"
+    "base64 of zlib of, per image in test_set order: the class index (uint8; uint16 past 256 classes, "
+    "uint32 past 65,536), or for multilabel the label bits packed into ceil(K / 8) bytes"
 )
 
 
@@ -69,9 +69,10 @@ def record_outcomes(
 
 
 def _truth(row: np.ndarray, classes: list[str]) -> str:
+    """An image's true class, or its sorted label names: the same whatever order the model lists them in."""
     if row.ndim == 0:
         return classes[int(row)]
-    return json.dumps([classes[k] for k in np.flatnonzero(row)])
+    return json.dumps(sorted(classes[k] for k in np.flatnonzero(row)))
 
 
 def write_outcomes(path: Path, outcomes: Outcomes) -> None:
@@ -98,10 +99,12 @@ def loads(text: str) -> Outcomes:
         record = json.loads(text)
         if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("task") not in TASKS:
             raise ValueError(f"format {FORMAT} expected")
-        n, k = int(record["images"]), len(record["classes"])
-        task = record["task"]
+        n, classes, task = record["images"], record["classes"], record["task"]
+        if not (isinstance(n, int) and n >= 0 and isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise ValueError("images must be a count and classes a list of names")
+        k = len(classes)
         actual, predicted = (_decode(record[name], task, n, k) for name in ("actual", "predicted"))
-        return Outcomes(task, list(record["classes"]), str(record["test_set"]), actual, predicted)
+        return Outcomes(task, classes, str(record["test_set"]), actual, predicted)
     except (KeyError, TypeError, ValueError, zlib.error, json.JSONDecodeError) as err:
         raise ValueError(f"not an imgpipe outcome record ({err})") from None
 

@@ -9,7 +9,8 @@ from scipy.stats import binomtest
 
 from imgpipe.metrics import classification_metrics, multilabel_metrics
 from imgpipe.outcomes import record_outcomes
-from imgpipe.review.stats import compare_paired, mcnemar_exact, summarize_alone
+from imgpipe.review import stats
+from imgpipe.review.stats import compare_paired, compare_unpaired, interval, mcnemar_exact, summarize_alone
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -125,3 +126,43 @@ def test_classes_are_paired_by_name_not_index():
     assert [c.name for c in result.classes] == ["a", "b", "c"]
     assert (result.only_base, result.only_head) == (1, 0)
     assert [c.head for c in result.classes] == pytest.approx([1.0, 0.8, 2 / 3])
+
+
+def test_chunked_resampling_gives_the_same_intervals(monkeypatch):
+    rng = np.random.default_rng(3)
+    actual = rng.integers(0, 10, 300)
+    base, head = (record_outcomes(md5s(300), CLASSES, actual, np.where(rng.random(300) < q, actual, 0), "multiclass")
+                  for q in (0.9, 0.7))
+    whole = compare_paired(base, head, resamples=250)
+    monkeypatch.setattr(stats, "CHUNK", 300 * 7)  # 7 resamples per chunk: 36 chunks
+    chunked = compare_paired(base, head, resamples=250)
+    assert chunked == whole
+
+
+def test_interval_is_the_central_percentiles_and_needs_defined_draws():
+    assert interval(np.arange(1001, dtype=float)) == stats.Interval(25.0, 975.0)
+    few_nans = np.r_[np.arange(1001, dtype=float), [np.nan] * 10]
+    assert interval(few_nans) == stats.Interval(25.0, 975.0)
+    mostly_nan = np.r_[np.arange(100, dtype=float), [np.nan] * 100]
+    low, high = interval(mostly_nan).low, interval(mostly_nan).high
+    assert np.isnan(low) and np.isnan(high) and not interval(mostly_nan).excludes_zero()
+
+
+def test_different_test_sets_compare_each_side_and_the_change():
+    rng = np.random.default_rng(4)
+    actual = rng.integers(0, 10, 400)
+    good = record_outcomes(md5s(400), CLASSES, actual, np.where(rng.random(400) < 0.95, actual, (actual + 1) % 10), "multiclass")
+    other = [f"{i:032x}" for i in range(1000, 1400)]
+    bad = record_outcomes(other, CLASSES, actual, np.where(rng.random(400) < 0.5, actual, (actual + 1) % 10), "multiclass")
+    result = compare_unpaired(good, bad, resamples=500)
+    assert result.base.accuracy > 0.9 and result.head.accuracy < 0.6
+    assert result.accuracy_change.high < 0 and result.accuracy_change.excludes_zero()
+    same = compare_unpaired(good, record_outcomes(other, CLASSES, good.actual, good.predicted, "multiclass"), resamples=500)
+    assert same.accuracy_change.low < 0 < same.accuracy_change.high  # equal accuracy: within noise
+
+
+def test_a_single_class_test_set():
+    actual = np.zeros(20, dtype=int)
+    base = record_outcomes(md5s(20), ["only"], actual, actual, "multiclass")
+    result = compare_paired(base, base, resamples=100)
+    assert result.accuracy == (1.0, 1.0) and result.f1_macro == (1.0, 1.0) and result.p_value == 1.0

@@ -9,8 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from imgpipe.decision import natural_key
 from imgpipe.outcomes import FILE as OUTCOMES_FILE
 from imgpipe.outcomes import Outcomes, loads
 from imgpipe.outputs import staged_outputs
@@ -18,6 +17,7 @@ from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
     WORKSPACE,
     Revision,
+    declared_outputs,
     find_repo,
     metrics_diff,
     params_diff,
@@ -27,7 +27,7 @@ from imgpipe.review.revisions import (
     stale_stages,
     uncommitted_results,
 )
-from imgpipe.review.stats import ALPHA, RESAMPLES, Alone, Paired, compare_paired, summarize_alone
+from imgpipe.review.stats import ALPHA, LEVEL, RESAMPLES, Interval, Paired, Unpaired, compare_paired, compare_unpaired
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,13 @@ def review(start: Path, base: str, head: str = WORKSPACE, out: Path | None = Non
     revisions = [side.revision for side in sides]
     stale = stale_stages(repo, revisions[1])
     uncommitted = uncommitted_results(repo) if revisions[1].workspace else []
+    pipeline_order = list(declared_outputs(repo, revisions[1]))
     text = [
         header(*revisions),
-        warnings(stale, uncommitted),
+        warning_notes(stale, uncommitted),
         verdict(*sides, resamples),
         params_section(params_diff(repo, *revisions)),
-        metrics_section(metrics_diff(repo, *revisions)),
+        metrics_section(metrics_diff(repo, *revisions), pipeline_order),
     ]
     if out is None:
         markdown = "\n\n".join(p for p in [*text, plots_section([], None)] if p) + "\n"
@@ -78,39 +79,28 @@ def plots_folder(out: Path) -> Path:
 
 
 def load_side(repo: Path, revision: Revision) -> Side:
-    """The revision's per-image outcome record, found through its dvc.yaml."""
-    path = outcomes_path(read_text(repo, revision, "dvc.yaml"))
+    """The revision's per-image outcome record, wherever its dvc.yaml puts it."""
+    path = next((p for p in declared_outputs(repo, revision) if Path(p).name == OUTCOMES_FILE), None)
     if path is None:
-        return Side(revision, None, "its dvc.yaml has no outcomes.json output (a revision before `imgpipe review`)")
+        return Side(revision, None, f"its dvc.yaml has no {OUTCOMES_FILE} output (a revision before `imgpipe review`)")
     text = read_text(repo, revision, path)
     if text is None:
         where = "in the workspace" if revision.workspace else "committed"
         return Side(revision, None, f"no {path} {where} (the pipeline has not run, or its results were not committed)")
     try:
-        return Side(revision, loads(text))
+        outcomes = loads(text)
     except ValueError as err:
-        return Side(revision, None, f"{path}: {err}")
-
-
-def outcomes_path(dvc_yaml: str | None) -> str | None:
-    """The evaluate stage's outcome record, wherever dvc.yaml puts it."""
-    try:
-        stages = (yaml.safe_load(dvc_yaml or "") or {}).get("stages", {})
-    except yaml.YAMLError:
-        return None
-    for stage in stages.values():
-        for out in stage.get("outs", []) if isinstance(stage, dict) else []:
-            path = next(iter(out)) if isinstance(out, dict) else out
-            if Path(path).name == OUTCOMES_FILE:
-                return path
-    return None
+        return Side(revision, None, f"{path}: {err}; rerun the evaluate stage")
+    if not len(outcomes):
+        return Side(revision, None, f"{path} records no test image")
+    return Side(revision, outcomes)
 
 
 def header(base: Revision, head: Revision) -> str:
     return f"## imgpipe review\n\n**Base** {base.describe()} · **Head** {head.describe()}"
 
 
-def warnings(stale: dict[str, list[str]], uncommitted: list[str]) -> str:
+def warning_notes(stale: dict[str, list[str]], uncommitted: list[str]) -> str:
     notes = []
     if stale:
         changes = "; ".join(f"{stage}: {', '.join(what)}" for stage, what in stale.items())
@@ -133,7 +123,7 @@ def verdict(base: Side, head: Side, resamples: int) -> str:
     if missing:
         return title + "**No per-image outcomes to compare.**\n\n" + "\n".join(missing)
     if base.outcomes.test_set != head.outcomes.test_set:
-        return title + unpaired(base.outcomes, head.outcomes, resamples)
+        return title + unpaired(compare_unpaired(base.outcomes, head.outcomes, resamples), base.outcomes, head.outcomes, resamples)
     return title + paired(compare_paired(base.outcomes, head.outcomes, resamples), base.outcomes, resamples)
 
 
@@ -141,58 +131,66 @@ def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
     accuracy = "Exact-match accuracy" if outcomes.task == "multilabel" else "Accuracy"
     n = result.images
     if not result.changed_decisions:
+        unit = "label set" if outcomes.task == "multilabel" else "class"
         return (
-            f"**No change in test outcomes**: both models predict the same {'label set' if outcomes.task == 'multilabel' else 'class'} "
-            f"for each of the {n} test images, so every test metric is the same."
+            f"**No change in test outcomes**: both models predict the same {unit} for each of the {n} "
+            "test images, so every test metric is the same."
         )
     net = result.only_head - result.only_base
-    verdict = "**significant**" if result.significant else "not significant"
     lines = [
         f"- **{accuracy}** {pct(result.accuracy[0])} → {pct(result.accuracy[1])}: "
-        f"**{points(result.accuracy[1] - result.accuracy[0])} ({net:+d} image{'s' * (abs(net) != 1)})**; "
-        f"95% interval {span(result.accuracy_change)}; {verdict}, {p_value(result.p_value)}",
+        f"**{points(result.accuracy[1] - result.accuracy[0])} ({net:+d} {plural(net, 'image')})**; "
+        f"{LEVEL} interval {span(result.accuracy_change)}; "
+        f"{'**significant**' if result.significant else 'not significant'}, {p_value(result.p_value)}",
         f"- **Macro F1** {pct(result.f1_macro[0])} → {pct(result.f1_macro[1])}: "
-        f"{points(result.f1_macro[1] - result.f1_macro[0])}; 95% interval {span(result.f1_macro_change)}"
-        + (" (beyond noise)" if result.f1_macro_change.excludes_zero() else " (within noise)"),
+        f"{points(result.f1_macro[1] - result.f1_macro[0])}; {LEVEL} interval {span(result.f1_macro_change)}"
+        + beyond(result.f1_macro_change),
     ]
     about = (
         f"Both models scored the same {n} test images. Exact McNemar test on the images only one model "
         f"gets right ({result.only_base} only the base, {result.only_head} only the head; "
-        f"{result.changed_decisions} images predicted differently); significant means p < {ALPHA:g}. "
-        f"Intervals: paired bootstrap over the test images, {resamples} resamples."
+        f"{result.changed_decisions} {plural(result.changed_decisions, 'image')} predicted differently); "
+        f"significant means p < {ALPHA:g}. Intervals: paired bootstrap over the test images, {resamples} resamples."
     )
     return "\n".join(lines) + "\n\n" + about + "\n\n" + classes_section(result)
+
+
+def beyond(change: Interval) -> str:
+    return " (beyond noise)" if change.excludes_zero() else " (within noise)"
 
 
 def classes_section(result: Paired) -> str:
     moved = [c for c in result.classes if c.change.excludes_zero()]
     title = f"#### Classes whose F1 moved beyond noise ({len(moved)} of {len(result.classes)})\n\n"
     if not moved:
-        return title + "None: every class's 95% interval for the change in F1 includes zero."
+        return title + f"None: no class's {LEVEL} interval for the change in its F1 excludes zero."
     rows = [[c.name, num(c.base), num(c.head), signed(c.head - c.base), f"{c.change.low:+.3f} to {c.change.high:+.3f}"]
             for c in sorted(moved, key=lambda c: c.head - c.base)]
-    note = "\n\nPer-class paired bootstrap intervals (95%), not corrected for the number of classes compared."
-    return title + table(["class", "base F1", "head F1", "change", "95% interval"], rows) + note
+    note = f"\n\nPer-class paired bootstrap intervals ({LEVEL}), not corrected for the number of classes compared."
+    return title + table(["class", "base F1", "head F1", "change", f"{LEVEL} interval"], rows) + note
 
 
-def unpaired(base: Outcomes, head: Outcomes, resamples: int) -> str:
-    sides = [(name, summarize_alone(o, resamples)) for name, o in (("base", base), ("head", head))]
-    rows = [[name, str(s.images), f"{pct(s.accuracy)} ({pct(s.accuracy_interval.low)} to {pct(s.accuracy_interval.high)})",
-             f"{pct(s.f1_macro)} ({pct(s.f1_macro_interval.low)} to {pct(s.f1_macro_interval.high)})"] for name, s in sides]
-    overlap = _overlap(sides[0][1], sides[1][1])
+def unpaired(result: Unpaired, base: Outcomes, head: Outcomes, resamples: int) -> str:
+    rows = [
+        [name, str(side.images), f"{pct(side.accuracy)} ({pct(side.accuracy_interval.low)} to {pct(side.accuracy_interval.high)})",
+         f"{pct(side.f1_macro)} ({pct(side.f1_macro_interval.low)} to {pct(side.f1_macro_interval.high)})"]
+        for name, side in (("base", result.base), ("head", result.head))
+    ]
+    changes = [
+        f"- **Accuracy** {points(result.head.accuracy - result.base.accuracy)}; "
+        f"{LEVEL} interval {span(result.accuracy_change)}" + beyond(result.accuracy_change),
+        f"- **Macro F1** {points(result.head.f1_macro - result.base.f1_macro)}; "
+        f"{LEVEL} interval {span(result.f1_macro_change)}" + beyond(result.f1_macro_change),
+    ]
     return (
         f"**The test sets differ** (base {base.test_set[:12]}, {len(base)} images; head {head.test_set[:12]}, "
         f"{len(head)} images): the data or the split changed, so the two models cannot be paired image by image "
-        "and no paired test applies. Each side on its own test set, with its own 95% bootstrap interval "
+        f"and no paired test applies. Each side on its own test set, with its own {LEVEL} bootstrap interval "
         f"({resamples} resamples):\n\n"
         + table(["side", "test images", "accuracy", "macro F1"], rows)
-        + f"\n\nThe accuracy intervals {overlap}."
+        + "\n\nThe change, between independent resamples of the two test sets (it mixes the models' "
+        "difference with the test sets' difference):\n\n" + "\n".join(changes)
     )
-
-
-def _overlap(a: Alone, b: Alone) -> str:
-    apart = a.accuracy_interval.high < b.accuracy_interval.low or b.accuracy_interval.high < a.accuracy_interval.low
-    return "do not overlap" if apart else "overlap: on these test sets the difference is within noise"
 
 
 def params_section(changed: dict[str, tuple]) -> str:
@@ -202,13 +200,14 @@ def params_section(changed: dict[str, tuple]) -> str:
     return "### Params changed\n\n" + table(["param", "base", "head"], rows)
 
 
-def metrics_section(metrics: dict[str, dict[str, tuple]]) -> str:
-    """Changed metrics in a table, unchanged ones folded away below it."""
+def metrics_section(metrics: dict[str, dict[str, tuple]], pipeline_order: list[str]) -> str:
+    """Changed metrics in a table, unchanged ones folded away below it; the last stage's first."""
     if not metrics:
         return "### Metrics\n\nNo metrics on either side."
     changed, same = [], []
-    for path in sorted(metrics, key=_stage_order):
-        for key, (old, new) in sorted(metrics[path].items()):
+    rank = {path: i for i, path in enumerate(reversed(pipeline_order))}
+    for path in sorted(metrics, key=lambda p: (rank.get(p, len(rank)), p)):
+        for key, (old, new) in sorted(metrics[path].items(), key=lambda item: natural_key(item[0])):
             row = [f"`{path}`", key, value(old), value(new), change(old, new)]
             (same if old == new else changed).append(row)
     header = ["file", "metric", "base", "head", "change"]
@@ -223,12 +222,6 @@ def change(old, new) -> str:
     if not (_number(old) and _number(new)):
         return "" if old == new else "changed"
     return f"{new - old:+d}" if isinstance(old, int) and isinstance(new, int) else signed(new - old)
-
-
-def _stage_order(path: str) -> tuple[int, str]:
-    """The evaluate stage's metrics first: they are what a reviewer asks about."""
-    order = ("evaluate", "train", "split", "download")
-    return next((i for i, name in enumerate(order) if f"/{name}/" in f"/{path}"), len(order)), path
 
 
 def plots_section(plots: list[Rendered], folder: str | None) -> str:
@@ -284,9 +277,14 @@ def points(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
 
-def span(interval) -> str:
+def plural(count: int, word: str) -> str:
+    return word if abs(count) == 1 else word + "s"
+
+
+def span(interval: Interval) -> str:
     return f"{100 * interval.low:+.1f} to {100 * interval.high:+.1f}"
 
 
 def p_value(p: float) -> str:
-    return f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
+    """Never rounded across the threshold: p = 0.0496 is not written 0.05."""
+    return f"p = {p:.2f}" if p >= 0.1 else f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"

@@ -17,7 +17,6 @@ import yaml
 from imgpipe.errors import UserError
 
 WORKSPACE = "workspace"  # DVC's name for the working tree
-RESULTS = ("dvc.lock", "metrics")  # what a run commits to git (see dvc.yaml)
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,6 @@ class Revision:
     @property
     def workspace(self) -> bool:
         return self.name == WORKSPACE
-
 
     def describe(self) -> str:
         return f"workspace (on {self.sha[:8]})" if self.workspace else f"`{self.name}` ({self.sha[:8]})"
@@ -76,6 +74,39 @@ def read_text(repo: Path, revision: Revision, path: str) -> str | None:
     return shown.stdout if shown.returncode == 0 else None
 
 
+def declared_outputs(repo: Path, revision: Revision) -> dict[str, bool]:
+    """Every output the revision's dvc.yaml declares (outs, metrics, plots), in pipeline order,
+    -> whether DVC caches it (else git holds it: `cache: false`)."""
+    text = read_text(repo, revision, "dvc.yaml")
+    where = f"dvc.yaml at {revision.describe()}"
+    stages = _mapping(_load_yaml(text or "", where), where).get("stages") or {}
+    outputs = {}
+    for name, stage in _mapping(stages, where).items():
+        for kind in ("outs", "metrics", "plots"):
+            entries = _mapping(stage, f"{where}, stage {name}").get(kind) or []
+            if not isinstance(entries, list):
+                raise UserError(f"{where}: stage {name}'s {kind} is not a list; fix it (dvc.yaml reference)")
+            for entry in entries:
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) and entry else (entry, None)
+                outputs[str(path)] = (options or {}).get("cache", True) if isinstance(options, dict) else True
+    return outputs
+
+
+def _load_yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"{where} is not valid YAML ({str(err).splitlines()[0]}); fix it") from None
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where} is not a DVC pipeline file (expected a mapping, found a {type(value).__name__}); fix it")
+    return value
+
+
 def params_diff(repo: Path, base: Revision, head: Revision) -> dict[str, tuple]:
     """`dvc params diff`: param -> (base value, head value), changed params only."""
     found = dvc_json(repo, "params", "diff", *_revs(base, head))
@@ -105,15 +136,17 @@ def stale_stages(repo: Path, head: Revision) -> dict[str, list[str]]:
 
     Judged by `dvc status` and by dvc.lock itself. A clone without the DVC cache lacks data,
     models and predictions, which `dvc status` lists as deleted or not in cache; that says
-    nothing about the results in git, so from `dvc status` only these count: a changed param,
-    source file or command, and a git-tracked result edited or missing. A stage's input made by
-    another stage is checked in dvc.lock instead, with no data needed: the hash it was run on
-    must be the hash the other stage last wrote (a train rerun without evaluate fails this).
+    nothing about the results in git and is left out. What counts: a changed param, source file
+    or command; a git-tracked result edited or missing; an input made by another stage that is
+    present and differs (after `dvc pull`, or in the workspace that ran). dvc.lock alone, with
+    no data, shows a stage that ran on a file another stage has since rewritten (a train rerun
+    without evaluate); inputs inside another stage's output folder (split's
+    data/augmented/manifest.csv) can be checked only with the data present.
     """
+    outputs = declared_outputs(repo, head)
     with _checkout(repo, head) as tree:
         status = dvc_json(tree, "status")
-        outputs = declared_outputs(tree)
-        lock = _yaml(tree / "dvc.lock")
+        lock = _mapping(_load_yaml((tree / "dvc.lock").read_text(), "dvc.lock"), "dvc.lock") if (tree / "dvc.lock").is_file() else {}
     stale: dict[str, list[str]] = {}
     for stage, entries in status.items():
         for entry in entries if isinstance(entries, list) else [entries]:
@@ -131,8 +164,10 @@ def _status_changes(entry, outputs: dict[str, bool]) -> list[str]:
     for path, state in entry.get("changed deps", {}).items():
         if isinstance(state, dict):  # a params file: section or key -> state
             changes += [f"{path}: {key} {how}" for key, how in state.items()]
-        elif _made_by_stage(path, outputs) is None:  # sources and params, not data
+        elif not _inside_any(path, outputs):  # a source file
             changes.append(f"{path} {state}")
+        elif state == "modified":  # data that is present and is not what the stage ran on
+            changes.append(f"{path} modified (or the workspace holds another revision's data: dvc checkout)")
     for path, state in entry.get("changed outs", {}).items():
         if outputs.get(path) is False:  # `cache: false`: a result in git
             changes.append(f"{path} {state}")
@@ -141,9 +176,14 @@ def _status_changes(entry, outputs: dict[str, bool]) -> list[str]:
     return changes
 
 
+def _inside_any(path: str, outputs: dict[str, bool]) -> bool:
+    """`path` is a declared output, or inside one (a folder)."""
+    return any(path == out or path.startswith(out.rstrip("/") + "/") for out in outputs)
+
+
 def lock_mismatches(lock: dict) -> dict[str, list[str]]:
     """Stages that ran on another stage's output as it no longer is, per dvc.lock."""
-    stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
+    stages = lock.get("stages") or {}
     written = {out["path"]: (name, out.get("md5")) for name, stage in stages.items() for out in stage.get("outs", [])}
     found: dict[str, list[str]] = {}
     for name, stage in stages.items():
@@ -154,33 +194,11 @@ def lock_mismatches(lock: dict) -> dict[str, list[str]]:
     return found
 
 
-def declared_outputs(tree: Path) -> dict[str, bool]:
-    """Every output dvc.yaml declares (outs, metrics, plots) -> whether DVC caches it (else git holds it)."""
-    outputs = {}
-    for stage in _yaml(tree / "dvc.yaml").get("stages", {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []) if isinstance(stage, dict) else []:
-                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
-                outputs[path] = (options or {}).get("cache", True)
-    return outputs
-
-
-def _made_by_stage(path: str, outputs: dict[str, bool]) -> str | None:
-    """The declared output that holds `path` (itself, or a folder above it), if any."""
-    return next((out for out in outputs if path == out or path.startswith(out.rstrip("/") + "/")), None)
-
-
-def _yaml(path: Path) -> dict:
-    try:
-        found = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path.name}: not valid YAML ({str(err).splitlines()[0]}); fix or regenerate it") from None
-    return found if isinstance(found, dict) else {}
-
-
 def uncommitted_results(repo: Path) -> list[str]:
-    """Result files (dvc.lock, metrics/) and params.yaml changed in the workspace but not committed."""
-    found = _run(["git", "status", "--porcelain", "--untracked-files=all", "--", *RESULTS, "params.yaml"], repo)
+    """Results (dvc.lock and the `cache: false` outputs) and params.yaml changed in the
+    workspace but not committed."""
+    results = [path for path, cached in declared_outputs(repo, Revision(WORKSPACE, "")).items() if not cached]
+    found = _run(["git", "status", "--porcelain", "--untracked-files=all", "--", "dvc.lock", "params.yaml", *results], repo)
     return [line[3:] for line in found.stdout.splitlines()]
 
 
@@ -192,34 +210,39 @@ def _checkout(repo: Path, revision: Revision) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="imgpipe-review-") as tmp:
         tree = Path(tmp) / "tree"
-        _check(["git", "worktree", "add", "--detach", "--quiet", str(tree), revision.sha], repo)
+        _git(["worktree", "add", "--detach", "--quiet", str(tree), revision.sha], repo)
         try:
             yield tree
         finally:
-            _run(["git", "worktree", "remove", "--force", str(tree)], repo)
+            if _run(["git", "worktree", "remove", "--force", str(tree)], repo).returncode != 0:
+                _run(["git", "worktree", "prune"], repo)
 
 
 def dvc_json(repo: Path, *args: str) -> dict:
     """Run a DVC command with `--json` (the DVC installed beside this Python) and parse its output."""
     done = _run([sys.executable, "-m", "dvc", *args, "--json"], repo)
-    try:
-        return json.loads(done.stdout) if done.returncode == 0 else _fail(done, args)
-    except json.JSONDecodeError:
-        return _fail(done, args)
+    with contextlib.suppress(json.JSONDecodeError):
+        if done.returncode == 0:
+            return json.loads(done.stdout)
+    raise UserError(f"dvc {' '.join(args)} failed: {_reason(done)}")
 
 
-def _fail(done: subprocess.CompletedProcess, args: tuple[str, ...]):
-    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    reason = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
-    raise UserError(f"dvc {' '.join(args)} failed: {reason.removeprefix('ERROR: ')}")
-
-
-def _check(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    done = _run(args, cwd)
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    done = _run(["git", *args], cwd)
     if done.returncode != 0:
-        raise UserError(f"{' '.join(args[:3])} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+        raise UserError(f"git {args[0]} failed: {_reason(done)}")
     return done
 
 
+def _reason(done: subprocess.CompletedProcess) -> str:
+    """The line of a failed command's output that says why: DVC's `ERROR:` line, else the first."""
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    found = next((line for line in lines if line.startswith(("ERROR", "fatal:"))), lines[0] if lines else f"exit {done.returncode}")
+    return found.removeprefix("ERROR: ")
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    try:
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UserError(f"{args[0]} not found; install it (imgpipe review runs git and dvc)") from None

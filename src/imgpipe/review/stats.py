@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 
 from imgpipe.outcomes import Outcomes
 
 ALPHA = 0.05  # a change is significant when p < ALPHA; intervals are 1 - ALPHA
+LEVEL = f"{100 * (1 - ALPHA):g}%"  # of the intervals, as the report names it
 RESAMPLES = 2000
 SEED = 0  # the review is the same every time it is run
 CHUNK = 2_000_000  # resampled image weights held at once
@@ -73,11 +74,22 @@ class Alone:
     f1_macro_interval: Interval
 
 
+@dataclass(frozen=True)
+class Unpaired:
+    """Two models on different test images: each alone, and the change between independent
+    bootstrap resamples of each side."""
+
+    base: Alone
+    head: Alone
+    accuracy_change: Interval
+    f1_macro_change: Interval
+
+
 def mcnemar_exact(only_base: int, only_head: int) -> float:
-    """Two-sided exact McNemar p-value: the smaller discordant count against Binomial(n, 1/2)."""
+    """Two-sided exact McNemar p-value: twice the smaller discordant count's tail under
+    Binomial(n, 1/2), at most 1."""
     n = only_base + only_head
-    tail = sum(math.comb(n, i) for i in range(min(only_base, only_head) + 1))  # exact integers
-    return min(1.0, 2 * tail / 2**n)
+    return 1.0 if n == 0 else min(1.0, 2 * float(stats.binom.cdf(min(only_base, only_head), n, 0.5)))
 
 
 def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Paired:
@@ -113,14 +125,28 @@ def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, s
     )
 
 
+def compare_unpaired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Unpaired:
+    """Two records of different test sets: each side's own intervals, and the change in accuracy
+    and macro F1 between independent resamples of the two sides."""
+    (base_alone, base_draws), (head_alone, head_draws) = (
+        _alone(record, resamples, seed + side) for side, record in enumerate((base, head))
+    )
+    changes = [interval(h - b) for b, h in zip(base_draws, head_draws, strict=True)]
+    return Unpaired(base_alone, head_alone, *changes)
+
+
 def summarize_alone(outcomes: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Alone:
     """Accuracy and macro F1 of one record, each with its own bootstrap interval."""
+    return _alone(outcomes, resamples, seed)[0]
+
+
+def _alone(outcomes: Outcomes, resamples: int, seed: int) -> tuple[Alone, tuple[np.ndarray, np.ndarray]]:
     score = Scorer(*outcomes.one_hot(), outcomes.correct())
     n = len(outcomes)
     (acc,), (f1,), _ = score(np.ones((1, n)))
     draws = [score(weights)[:2] for weights in bootstrap_weights(n, resamples, seed)]
     accs, f1s = (np.concatenate(d) for d in zip(*draws, strict=True))
-    return Alone(n, float(acc), interval(accs), float(f1), interval(f1s))
+    return Alone(n, float(acc), interval(accs), float(f1), interval(f1s)), (accs, f1s)
 
 
 def aligned(base: Outcomes, head: Outcomes) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -166,9 +192,12 @@ class Scorer:
 
 
 def interval(draws: np.ndarray) -> Interval:
-    """The central 1 - ALPHA percentile interval of bootstrap draws (NaN draws left out)."""
-    draws = draws[~np.isnan(draws)]
-    if not len(draws):
+    """The central 1 - ALPHA percentile interval of bootstrap draws. NaN draws (a class with
+    no image in that resample) are left out; when more than ALPHA of them are NaN, so is the
+    interval: too few resamples say anything about that class."""
+    defined = draws[~np.isnan(draws)]
+    if not len(defined) or len(defined) < (1 - ALPHA) * len(draws):
         return Interval(math.nan, math.nan)
+    draws = defined
     low, high = np.percentile(draws, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
     return Interval(float(low), float(high))
