@@ -3,12 +3,12 @@
 torchvision's EfficientNets start at B0 (5.3 M parameters, total stride 32); this one keeps the
 same building block (with torchvision's conv-norm-activation and squeeze-excitation layers) at
 about 0.2 M parameters and a total stride of 16, so a 28 px image still has a 2x2 map at the end.
+torchvision's layers are imported when a model is built (see `imgpipe.models.registry`).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 from imgpipe.models.registry import register_model
 
@@ -31,6 +31,8 @@ class MBConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, expansion: int, kernel: int, stride: int) -> None:
         super().__init__()
+        from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
+
         hidden = cin * expansion
         self.residual = stride == 1 and cin == cout
         self.block = nn.Sequential(
@@ -50,6 +52,8 @@ class EfficientNetSE(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, stem: int = 16, width: int = 320, dropout: float = 0.2):
         super().__init__()
+        from torchvision.ops import Conv2dNormActivation
+
         layers: list[nn.Module] = [Conv2dNormActivation(in_channels, stem, 3, stride=2, activation_layer=nn.SiLU)]
         cin = stem
         for expansion, kernel, stride, cout in BLOCKS:

@@ -1,8 +1,10 @@
-"""torchvision MobileNetV3s, adapted to the number of input channels and classes."""
+"""torchvision MobileNetV3s, adapted to the number of input channels and classes.
+
+torchvision is imported when a model is built, not with this module (see `imgpipe.models.registry`).
+"""
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from imgpipe.models.adapt import with_input_channels
@@ -25,17 +27,19 @@ def with_bn_momentum(model: nn.Module, momentum: float = BN_MOMENTUM) -> nn.Modu
 
 
 # IMAGENET1K_V1 for both: it is all torchvision has for Small, so both sizes share one training recipe.
-@register_model("mobilenetv3", head="classifier.3", weights=torchvision.models.MobileNet_V3_Large_Weights.IMAGENET1K_V1)
+@register_model("mobilenetv3", head="classifier.3", weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1")
 def mobilenetv3(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """torchvision's MobileNetV3-Large, from scratch (random init), BatchNorm momentum 0.1."""
-    model = torchvision.models.mobilenet_v3_large(weights=None, num_classes=num_classes)
+    from torchvision.models import mobilenet_v3_large
+
+    model = mobilenet_v3_large(weights=None, num_classes=num_classes)
     return with_bn_momentum(with_input_channels(model, STEM_CONV, in_channels))
 
 
-@register_model(
-    "mobilenetv3_small", head="classifier.3", weights=torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
-)
+@register_model("mobilenetv3_small", head="classifier.3", weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1")
 def mobilenetv3_small(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """torchvision's MobileNetV3-Small, from scratch (random init), BatchNorm momentum 0.1."""
-    model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    from torchvision.models import mobilenet_v3_small
+
+    model = mobilenet_v3_small(weights=None, num_classes=num_classes)
     return with_bn_momentum(with_input_channels(model, STEM_CONV, in_channels))
