@@ -53,15 +53,15 @@ def review(start: Path, base: str, head: str = WORKSPACE, out: Path | None = Non
     repo = find_repo(start)
     sides = [load_side(repo, resolve(repo, rev, option)) for rev, option in ((base, "--base"), (head, "--head"))]
     revisions = [side.revision for side in sides]
-    stale = stale_stages(repo, revisions[1])
-    uncommitted = uncommitted_results(repo) if revisions[1].workspace else []
-    pipeline_order = list(declared_outputs(repo, revisions[1]))
+    outputs = declared_outputs(repo, revisions[1])
+    stale = stale_stages(repo, revisions[1], outputs)
+    uncommitted = uncommitted_results(repo, outputs) if revisions[1].workspace else []
     text = [
         header(*revisions),
         warning_notes(stale, uncommitted),
         verdict(*sides, resamples),
         params_section(params_diff(repo, *revisions)),
-        metrics_section(metrics_diff(repo, *revisions), pipeline_order),
+        metrics_section(metrics_diff(repo, *revisions), list(outputs)),
     ]
     if out is None:
         markdown = "\n\n".join(p for p in [*text, plots_section([], None)] if p) + "\n"
@@ -143,8 +143,7 @@ def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
         f"{LEVEL} interval {span(result.accuracy_change)}; "
         f"{'**significant**' if result.significant else 'not significant'}, {p_value(result.p_value)}",
         f"- **Macro F1** {pct(result.f1_macro[0])} → {pct(result.f1_macro[1])}: "
-        f"{points(result.f1_macro[1] - result.f1_macro[0])}; {LEVEL} interval {span(result.f1_macro_change)}"
-        + beyond(result.f1_macro_change),
+        + change_line(result.f1_macro[1] - result.f1_macro[0], result.f1_macro_change),
     ]
     about = (
         f"Both models scored the same {n} test images. Exact McNemar test on the images only one model "
@@ -155,8 +154,10 @@ def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
     return "\n".join(lines) + "\n\n" + about + "\n\n" + classes_section(result)
 
 
-def beyond(change: Interval) -> str:
-    return " (beyond noise)" if change.excludes_zero() else " (within noise)"
+def change_line(delta: float, interval: Interval) -> str:
+    """`+1.2 points; 95% interval -0.5 to +2.9 (within noise)`."""
+    noise = "beyond noise" if interval.excludes_zero() else "within noise"
+    return f"{points(delta)}; {LEVEL} interval {span(interval)} ({noise})"
 
 
 def classes_section(result: Paired) -> str:
@@ -172,15 +173,13 @@ def classes_section(result: Paired) -> str:
 
 def unpaired(result: Unpaired, base: Outcomes, head: Outcomes, resamples: int) -> str:
     rows = [
-        [name, str(side.images), f"{pct(side.accuracy)} ({pct(side.accuracy_interval.low)} to {pct(side.accuracy_interval.high)})",
-         f"{pct(side.f1_macro)} ({pct(side.f1_macro_interval.low)} to {pct(side.f1_macro_interval.high)})"]
+        [name, str(side.images), with_interval(side.accuracy, side.accuracy_interval),
+         with_interval(side.f1_macro, side.f1_macro_interval)]
         for name, side in (("base", result.base), ("head", result.head))
     ]
     changes = [
-        f"- **Accuracy** {points(result.head.accuracy - result.base.accuracy)}; "
-        f"{LEVEL} interval {span(result.accuracy_change)}" + beyond(result.accuracy_change),
-        f"- **Macro F1** {points(result.head.f1_macro - result.base.f1_macro)}; "
-        f"{LEVEL} interval {span(result.f1_macro_change)}" + beyond(result.f1_macro_change),
+        "- **Accuracy** " + change_line(result.head.accuracy - result.base.accuracy, result.accuracy_change),
+        "- **Macro F1** " + change_line(result.head.f1_macro - result.base.f1_macro, result.f1_macro_change),
     ]
     return (
         f"**The test sets differ** (base {base.test_set[:12]}, {len(base)} images; head {head.test_set[:12]}, "
@@ -279,6 +278,10 @@ def points(x: float) -> str:
 
 def plural(count: int, word: str) -> str:
     return word if abs(count) == 1 else word + "s"
+
+
+def with_interval(x: float, interval: Interval) -> str:
+    return f"{pct(x)} ({pct(interval.low)} to {pct(interval.high)})"
 
 
 def span(interval: Interval) -> str:

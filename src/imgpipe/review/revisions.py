@@ -130,9 +130,9 @@ def _revs(base: Revision, head: Revision) -> list[str]:
     return [base.name] if head.workspace else [base.name, head.name]
 
 
-def stale_stages(repo: Path, head: Revision) -> dict[str, list[str]]:
+def stale_stages(repo: Path, head: Revision, outputs: dict[str, bool]) -> dict[str, list[str]]:
     """Stages whose committed results do not match the params, code and inputs committed with
-    them at `head`: stage -> what changed.
+    them at `head` (whose `declared_outputs` are `outputs`): stage -> what changed.
 
     Judged by `dvc status` and by dvc.lock itself. A clone without the DVC cache lacks data,
     models and predictions, which `dvc status` lists as deleted or not in cache; that says
@@ -143,7 +143,6 @@ def stale_stages(repo: Path, head: Revision) -> dict[str, list[str]]:
     without evaluate); inputs inside another stage's output folder (split's
     data/augmented/manifest.csv) can be checked only with the data present.
     """
-    outputs = declared_outputs(repo, head)
     with _checkout(repo, head) as tree:
         status = dvc_json(tree, "status")
         lock = _mapping(_load_yaml((tree / "dvc.lock").read_text(), "dvc.lock"), "dvc.lock") if (tree / "dvc.lock").is_file() else {}
@@ -194,10 +193,10 @@ def lock_mismatches(lock: dict) -> dict[str, list[str]]:
     return found
 
 
-def uncommitted_results(repo: Path) -> list[str]:
-    """Results (dvc.lock and the `cache: false` outputs) and params.yaml changed in the
-    workspace but not committed."""
-    results = [path for path, cached in declared_outputs(repo, Revision(WORKSPACE, "")).items() if not cached]
+def uncommitted_results(repo: Path, outputs: dict[str, bool]) -> list[str]:
+    """Results (dvc.lock and the `cache: false` ones of the workspace's `declared_outputs`) and
+    params.yaml changed in the workspace but not committed."""
+    results = [path for path, cached in outputs.items() if not cached]
     found = _run(["git", "status", "--porcelain", "--untracked-files=all", "--", "dvc.lock", "params.yaml", *results], repo)
     return [line[3:] for line in found.stdout.splitlines()]
 
