@@ -56,7 +56,8 @@ def test_download_detects_the_annotation_file(tags):
 def test_augment_and_split_carry_label_sets_and_groups(tags):
     manifest = pd.read_csv(tags / "augmented/manifest.csv", dtype=str, keep_default_na=False)
     annotations = pd.read_csv(tags / "annotations.csv", dtype=str, keep_default_na=False)
-    assert list(manifest.columns) == ["path", "group", "label:circle", "label:cross", "label:square", "source", "transform", "md5"]
+    assert list(manifest.columns) == ["path", "group", "label:circle", "label:cross", "label:square", "source", "transform",
+                                     "file", "offset", "size", "md5"]
     copies = manifest.groupby("source")[["label:circle", "label:cross", "label:square"]].nunique()
     assert (copies == 1).all().all()  # every copy carries its source's labels
     assert annotations.groupby("group")["split"].nunique().max() == 1
@@ -109,7 +110,7 @@ def test_evaluate_and_predict_multilabel(tags, trained, tmp_path):
     assert scored.accuracy[0] == pytest.approx(metrics["exact_match_accuracy"])
     assert scored.f1_macro[0] == pytest.approx(metrics["f1_macro"])
 
-    images = sorted((tags / "augmented/original").rglob("*.png"))[:5]
+    images = sorted((tags / "raw").rglob("*.png"))[:5]
     table = predict(trained / "model.pt", images, tmp_path / "pred.tsv")
     assert list(table.columns) == ["path", "labels", "prob:circle", "prob:cross", "prob:square"]
     written = pd.read_csv(tmp_path / "pred.tsv", sep="\t", dtype={"labels": str}, keep_default_na=False)
@@ -131,7 +132,7 @@ def test_multidigit_end_to_end_decodes_one_value_per_position(tmp_path):
     metrics = evaluate(out / "model.pt", root / "annotations.csv", root / "augmented", tmp_path / "eval")
     assert list(metrics["position_accuracy"]) == [f"p{i}" for i in range(1, 6)]
     assert metrics["sequence_accuracy"] == metrics["exact_match_accuracy"]  # every label is in a group
-    images = sorted((root / "augmented/original/images").glob("*.png"))[:8]
+    images = sorted((root / "raw/images").glob("*.png"))[:8]
     table = predict(out / "model.pt", images, tmp_path / "pred.tsv")
     for labels, sequence in zip(table["labels"], table["sequence"], strict=True):
         chosen = labels.split()

@@ -10,8 +10,8 @@ import torch
 
 from imgpipe.checkpoint import ModelSpec, load_checkpoint
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.readers import list_images
-from imgpipe.data.tensors import load_images
+from imgpipe.data.readers import Readable, list_images
+from imgpipe.data.tensors import load_images, members
 from imgpipe.decision import DecisionRule
 from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
@@ -19,11 +19,11 @@ from imgpipe.inference import predict_logits
 from imgpipe.outputs import atomic_file
 
 
-def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Path]:
+def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Readable]:
     """The images of `input_dir` (recursively), or the test split's images when it is None."""
     if input_dir is None:
         table = read_annotations(annotations)
-        paths = [Path(images_root) / p for p in table.loc[table["split"] == "test", "path"]]
+        paths = members(table[table["split"] == "test"], images_root)
         if not paths:
             raise UserError(f"{annotations}: the test split is empty; set predict.input or raise split.test")
         return paths
@@ -36,7 +36,7 @@ def images_to_predict(input_dir: str | None, annotations: Path, images_root: Pat
     return images
 
 
-def predict(model_path: Path, images: list[Path], out: Path, batch_size: int = 256) -> pd.DataFrame:
+def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int = 256) -> pd.DataFrame:
     """Write a TSV with `path`, the predicted `label` (a class name) and its `probability`.
 
     Multi-label: `labels` (the predicted names joined by a space), `sequence` when the labels
@@ -56,21 +56,21 @@ def predict(model_path: Path, images: list[Path], out: Path, batch_size: int = 2
     return table
 
 
-def multiclass_rows(spec: ModelSpec, paths: list[Path], logits: torch.Tensor) -> list[dict]:
+def multiclass_rows(spec: ModelSpec, paths: list[Readable], logits: torch.Tensor) -> list[dict]:
     best, index = torch.softmax(logits, dim=1).max(dim=1)
     return [
-        {"path": p.as_posix(), "label": spec.classes[i], "probability": round(float(q), 6)}
+        {"path": str(p), "label": spec.classes[i], "probability": round(float(q), 6)}
         for p, i, q in zip(paths, index.tolist(), best.tolist(), strict=True)
     ]
 
 
-def multilabel_rows(spec: ModelSpec, paths: list[Path], logits: torch.Tensor) -> list[dict]:
+def multilabel_rows(spec: ModelSpec, paths: list[Readable], logits: torch.Tensor) -> list[dict]:
     probs = torch.sigmoid(logits).numpy()  # (B, K)
     decided = DecisionRule(spec.thresholds, spec.groups).decide(probs)  # (B, K)
     rows = []
     for path, chosen, p in zip(paths, decided, probs, strict=True):
         names = [spec.classes[k] for k in np.flatnonzero(chosen)]
-        row = {"path": path.as_posix(), "labels": " ".join(names)}
+        row = {"path": str(path), "labels": " ".join(names)}
         if spec.groups:
             row["sequence"] = decode_sequence(spec.classes, spec.groups, chosen)
         row.update({f"prob:{name}": round(float(q), 6) for name, q in zip(spec.classes, p, strict=True)})

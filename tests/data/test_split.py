@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.split import SPLITS, allocate, class_counts, split_dataset, write_split
+from imgpipe.data.tensors import members
 from imgpipe.errors import UserError
 from imgpipe.params import AugmentParams, SplitParams
 
@@ -162,7 +164,8 @@ def test_write_split_on_a_real_augmented_folder(tmp_path):
 
     on_disk = pd.read_csv(annotations_out, dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(on_disk, out.astype(str))
-    assert (augmented / on_disk["path"]).map(lambda p: p.is_file()).all()
+    assert all(hashlib.md5(m.read_bytes()).hexdigest() == md5  # each image is where the row says
+               for m, md5 in zip(members(on_disk, augmented), on_disk["md5"], strict=True))
     summary = json.loads((metrics / "split.json").read_text())
     # 10 sources per class -> 8/1/1; train keeps 3 files per source (original, rotation, shear)
     assert summary == {

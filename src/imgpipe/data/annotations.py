@@ -1,9 +1,10 @@
 """Read the annotation file the split stage writes.
 
 Single-label files have a `label` column; multi-label files have one 0/1 `label:<name>` column
-per label instead (see `imgpipe.data.labelsets`). Both have path, source, transform, split and
-the md5 of each image's bytes (the augment stage's), which train, evaluate and predict depend on
-instead of the image folder, and which keys the evaluate stage's per-image outcomes.
+per label instead (see `imgpipe.data.labelsets`). Both have path, source, transform, split,
+where each image's bytes are (`file`, relative to the augment stage's folder, `offset`, `size`:
+see `imgpipe.data.shards`) and their md5, which train, evaluate and predict depend on instead of
+the image files, and which keys the evaluate stage's per-image outcomes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 from imgpipe.data.labelsets import is_multilabel, label_names
 from imgpipe.errors import UserError
 
-COLUMNS = ("path", "source", "transform", "split", "md5")
+COLUMNS = ("path", "source", "transform", "file", "offset", "size", "split", "md5")
 
 
 def read_annotations(path: Path) -> pd.DataFrame:

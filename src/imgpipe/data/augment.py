@@ -1,17 +1,19 @@
-"""The augment stage: every original image plus rotated, inverted and sheared copies.
+"""The augment stage: rotated, inverted and sheared copies of every original image.
 
-Each output is recorded in `manifest.csv` with its class, its source image, the transform
-that made it and the md5 of its bytes. The split stage keeps all copies of a source together,
-and passes the md5 column on to `data/annotations.csv`, so the stages that read images depend
-on that one file instead of DVC hashing the 4 x N images of `data/augmented` once for each.
+The copies go into a few tar shards (`imgpipe.data.shards`), not one file each: DVC pays per
+file, on every push, pull and `dvc repro`. Every image a later stage reads, original or copy, is
+a row of `manifest.csv` with its class, its source image, the transform that made it, where its
+bytes are and their md5. The split stage keeps all copies of a source together and passes these
+columns on to `data/annotations.csv`, so the stages that read images depend on that one file
+instead of DVC hashing the images once for each. `samples.png` shows a few of them.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import io
 import math
-import shutil
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,52 +21,74 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from imgpipe.data.ingest import SOURCES_FILE
 from imgpipe.data.labelsets import LABELS_FILE, label_columns
 from imgpipe.data.readers import list_images, open_image
+from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 from imgpipe.errors import UserError
 from imgpipe.outputs import atomic_dir
 from imgpipe.params import AugmentParams
 from imgpipe.progress import progress
 
 MANIFEST = "manifest.csv"
+SAMPLES = "samples.png"  # a few sources beside their variants, to look at
+SAMPLE_ROWS = 12
+SAMPLE_CELL = 96  # px, the longer side of each image in the sample sheet
 
 
 @dataclass(frozen=True)
 class Variant:
-    folder: str  # outputs go to <folder>/<class>/<name>.png
+    folder: str  # copies are named <folder>/<source>.png
     transform: str  # recorded in the manifest
     apply: Callable[[Image.Image], Image.Image]
 
 
 def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> pd.DataFrame:
-    """Write originals and variants of every image of the download stage's output to `out`.
+    """Write the variants of every image of the download stage's output to shards under `out`.
 
-    Returns the manifest: one row per output with `path`, its labels (`label`, or `group` and
-    the `label:<name>` columns of a multi-label dataset), `source`, `transform` (paths
-    relative to `out` and `raw`) and `md5` (of the output file's bytes).
+    Returns the manifest: one row per image a later stage reads (each original, then its
+    variants) with `path` (a unique name: `original/<source>`, `<variant>/<source>.png`), its
+    labels (`label`, or `group` and the `label:<name>` columns of a multi-label dataset),
+    `source`, `transform`, where its bytes are (`file` relative to `out`, `offset`, `size`) and
+    `md5` (of those bytes). Originals stay where they are, in `raw`: a copy would be a second
+    object to store and move. `out` also gets `samples.png`, a few sources beside their variants.
     """
     raw, out = Path(raw), Path(out)
     items = labelled_images(raw)
     if not items:
         raise UserError(f"{raw}: no images to augment; run the download stage first")
+    raw_bytes = sum((raw / source).stat().st_size for source, _ in items)
+    shards = shard_count(raw_bytes * len(variants(params, np.random.default_rng(0))))
+    raw_from_out = Path(os.path.relpath(raw, out))
+    samples = sample_sources(items)
+    sheet: list[tuple[str, list[tuple[str, Image.Image]]]] = []
     rows = []
     with atomic_dir(out) as tmp:
-        for source, labels in progress(items, desc="augment"):
-            image = raw / source
-            copy = Path("original") / source
-            md5 = _write(tmp / copy, functools.partial(shutil.copyfile, image))  # byte for byte
-            rows.append({"path": copy.as_posix(), **labels, "source": source, "transform": "original", "md5": md5})
-            rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
-            original = open_image(image, max_side=params.max_side)
-            for variant in variants(params, rng):
-                # <transform>/<source>.png keeps every output name unique, whatever the
-                # source names (a.png beside a.jpg, or a source already named like a variant).
-                path = Path(variant.folder) / f"{source}.png"
-                md5 = _write(tmp / path, variant.apply(original).save)
-                rows.append({"path": path.as_posix(), **labels, "source": source, "transform": variant.transform, "md5": md5})
+        with ShardWriter(tmp) as writer:
+            for source, labels in progress(items, desc="augment"):
+                data = (raw / source).read_bytes()
+                where = {"file": (raw_from_out / source).as_posix(), "offset": 0, "size": len(data)}
+                rows.append({"path": f"original/{source}", **labels, "source": source, "transform": "original",
+                             **where, "md5": _md5(data)})
+                rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
+                original = open_image(raw / source, max_side=params.max_side)
+                made = [("original", original)]
+                for variant in variants(params, rng):
+                    # <transform>/<source>.png keeps every name unique, whatever the source names
+                    # (a.png beside a.jpg, or a source already named like a variant).
+                    image = variant.apply(original)
+                    data = _png(image)
+                    shard = shard_name(source, shards)
+                    offset, size = writer.add(shard, f"{variant.folder}/{source}.png", data)
+                    rows.append({"path": f"{variant.folder}/{source}.png", **labels, "source": source,
+                                 "transform": variant.transform, "file": shard, "offset": offset, "size": size,
+                                 "md5": _md5(data)})
+                    made.append((variant.folder, image))
+                if source in samples:
+                    sheet.append((samples[source], made))
+        sample_sheet(sheet).save(tmp / SAMPLES)
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
@@ -93,11 +117,53 @@ def labelled_images(raw: Path) -> list[tuple[str, dict]]:
     ]
 
 
-def _write(dest: Path, save: Callable[[Path], object]) -> str:
-    """Write `dest` with `save`; returns the md5 of its bytes (DVC's hash of the file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    save(dest)
-    return hashlib.md5(dest.read_bytes(), usedforsecurity=False).hexdigest()
+def sample_sources(items: list[tuple[str, dict]]) -> dict[str, str]:
+    """Up to SAMPLE_ROWS sources for the sample sheet, with a caption: the first of each class,
+    or (multi-label) the first ones, captioned with their labels."""
+    chosen: dict[str, str] = {}
+    seen: set[str] = set()
+    for source, labels in items:
+        if "label" in labels:
+            if labels["label"] in seen:
+                continue
+            seen.add(labels["label"])
+            chosen[source] = labels["label"]
+        else:
+            chosen[source] = " ".join(k.removeprefix("label:") for k, v in labels.items() if k.startswith("label:") and v == "1")
+        if len(chosen) == SAMPLE_ROWS:
+            break
+    return chosen
+
+
+def sample_sheet(rows: list[tuple[str, list[tuple[str, Image.Image]]]]) -> Image.Image:
+    """One row per sample source: its caption, then the original and each variant, titled."""
+    columns = max(len(images) for _, images in rows)
+    caption_w, title_h, pad = 120, 14, 4
+    cell = SAMPLE_CELL + pad
+    sheet = Image.new("RGB", (caption_w + columns * cell, title_h + len(rows) * cell), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (caption, images) in enumerate(rows):
+        top = title_h + r * cell
+        draw.text((4, top + SAMPLE_CELL // 2), caption[:20], fill="black")
+        for c, (transform, image) in enumerate(images):
+            if r == 0:
+                draw.text((caption_w + c * cell, 2), transform, fill="black")
+            scale = SAMPLE_CELL / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            thumb = image.convert("RGB").resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
+            sheet.paste(thumb, (caption_w + c * cell, top))
+    return sheet
+
+
+def _md5(data: bytes) -> str:
+    """The md5 of an image's bytes (what DVC would hash for it as a file)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def variants(params: AugmentParams, rng: np.random.Generator) -> list[Variant]:

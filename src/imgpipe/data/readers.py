@@ -14,6 +14,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import numpy as np
 from PIL import ExifTags, Image, ImageChops, ImageOps, UnidentifiedImageError
@@ -113,24 +114,30 @@ def open_image(path: Path, max_side: int | None = None) -> Image.Image:
     return img
 
 
-def load_pixels(path: Path, size: int, channels: int) -> np.ndarray:
-    """Read `path` as a uint8 array of shape (channels, size, size).
+class Readable(Protocol):
+    """A file, or part of one (`imgpipe.data.shards.Member`); str() names it in messages."""
+
+    def read_bytes(self) -> bytes: ...
+
+
+def load_pixels(path: Readable, size: int, channels: int) -> np.ndarray:
+    """Read `path` (a Path, or an image inside a shard) as a uint8 array of shape (channels, size, size).
 
     JPEGs decode at the smallest DCT scale that still leaves both sides >= size.
     """
-    img = _upright(Path(path), draft_box=size).convert("L" if channels == 1 else "RGB")
+    img = _upright(path, draft_box=size).convert("L" if channels == 1 else "RGB")
     img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)  # (C, H, W)
 
 
-def _upright(path: Path, draft_box: int | None) -> Image.Image:
+def _upright(path: Readable, draft_box: int | None) -> Image.Image:
     """Decode `path` as upright 'L' or 'RGB' with correct colours."""
     img = _read(path, draft_box)[0]
     return _to_l_or_rgb(ImageOps.exif_transpose(_fix_cmyk_polarity(img)))
 
 
-def _read(path: Path, draft_box: int | None) -> tuple[Image.Image, ImageInfo]:
+def _read(path: Readable, draft_box: int | None) -> tuple[Image.Image, ImageInfo]:
     """Decode `path` in its own mode, drafting JPEGs so both sides stay >= draft_box.
 
     A JPEG whose only damage is a missing end marker is decoded with the marker appended, so every

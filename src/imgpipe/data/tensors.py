@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from imgpipe.data.labelsets import is_multilabel, label_matrix
-from imgpipe.data.readers import load_pixels
+from imgpipe.data.readers import Readable, load_pixels
+from imgpipe.data.shards import SHARDS_DIR, Member
 from imgpipe.errors import UserError
 from imgpipe.progress import progress
 
@@ -30,9 +31,9 @@ DECODE_CHUNK = 256  # images handed to the decoding threads at a time
 
 
 def load_images(
-    paths: Sequence[Path], size: int, channels: int, desc: str = "decode", out: Path | None = None
+    paths: Sequence[Readable], size: int, channels: int, desc: str = "decode", out: Path | None = None
 ) -> torch.Tensor:
-    """Decode `paths` once into a (N, C, size, size) uint8 tensor.
+    """Decode `paths` (files, or images inside shards) once into a (N, C, size, size) uint8 tensor.
 
     With `out`, the tensor is backed by a memory-mapped `.npy` file written there. Decoding runs
     on one thread per core: Pillow releases the GIL while it decodes and resizes.
@@ -43,7 +44,7 @@ def load_images(
     else:
         batch = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=shape)
 
-    def decode(path: Path) -> np.ndarray:
+    def decode(path: Readable) -> np.ndarray:
         try:
             return load_pixels(path, size, channels)
         except FileNotFoundError:
@@ -92,6 +93,15 @@ def to_model_input(
     return x.sub_(m).div_(s)
 
 
+def members(rows: pd.DataFrame, images_root: Path) -> list[Member]:
+    """Where each row's image is: `file` (relative to the augment stage's folder), `offset`, `size`."""
+    root = Path(images_root)
+    return [
+        Member(root / file, int(offset), int(size), path if file.startswith(f"{SHARDS_DIR}/") else "")
+        for path, file, offset, size in zip(rows["path"], rows["file"], rows["offset"], rows["size"], strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class LabelledImages:
     images: torch.Tensor  # (N, C, H, W) uint8, in memory or memory-mapped
@@ -115,7 +125,7 @@ def load_split(
     (memory-mapped) when given, else into memory."""
     rows = table[table["split"] == split]
     out = None if cache_dir is None else Path(cache_dir) / f"{split}.npy"
-    images = load_images([Path(images_root) / p for p in rows["path"]], size, channels, desc=split, out=out)
+    images = load_images(members(rows, images_root), size, channels, desc=split, out=out)
     if is_multilabel(table):
         targets = torch.from_numpy(label_matrix(rows)).float()  # (N, K), columns in `classes` order
         return LabelledImages(images, targets.reshape(len(rows), len(classes)))
