@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Stage commands in dvc.yaml call `python`; make it the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install install-dev clean
+.PHONY: run test install install-dev install-s3 clean
 
 run: $(VENV)/.installed
 	dvc repro
@@ -15,6 +15,10 @@ test: $(VENV)/.installed-dev
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# The plugin for S3 and S3-compatible DVC remotes (README: Sharing runs); `make test` has it too.
+install-s3: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[s3]'
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +30,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,s3]'
 	touch $(VENV)/.installed $@
 
 clean:

@@ -68,3 +68,14 @@ def write_multilabel_shapes(root: Path, count: int = 36, size: int = 32, seed: i
 @pytest.fixture
 def tags_dir(tmp_path: Path) -> Path:
     return write_multilabel_shapes(tmp_path / "tags")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 API server (moto) on 127.0.0.1 for the whole session; each test makes its buckets."""
+    from remotes import s3_extra_missing, s3_server
+
+    if reason := s3_extra_missing():
+        pytest.skip(reason)
+    with s3_server() as server:
+        yield server

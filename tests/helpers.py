@@ -14,9 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running pytest: python, dvc
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the test venv first on PATH (stage commands call `python`)."""
-    env = {
+def command_env() -> dict[str, str]:
+    """The environment of every command a test runs: the test venv first on PATH (stage commands
+    call `python`), a git identity, no DVC analytics."""
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "GIT_AUTHOR_NAME": "test",
@@ -25,7 +26,11 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
         "GIT_COMMITTER_EMAIL": "test@example.com",
         "DVC_NO_ANALYTICS": "1",
     }
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in the tests' environment (`command_env`)."""
+    result = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

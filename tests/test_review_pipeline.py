@@ -270,8 +270,8 @@ def run_review_job(hosting: Hosting, pr_branch: str, workdir: Path, after_checko
         else:
             script = step["run"]
             if name == "Install":
-                assert script.startswith("make install\n")
-                script = script.removeprefix("make install\n")
+                assert script.startswith("make install-s3\n")
+                script = script.removeprefix("make install-s3\n")
             env = {key: expand(str(value), context) for key, value in step.get("env", {}).items()}
             done = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=repo, capture_output=True, text=True,
@@ -292,7 +292,7 @@ def expand(text: str, context: dict[str, str]) -> str:
 def test_ci_job_posts_the_review(hosting: Hosting, tmp_path: Path):
     job = run_review_job(hosting, "dummy", tmp_path)
     assert not job.failed, job.logs
-    assert "No DVC remote configured: skipping dvc pull" in job.logs["Pull data and models"]
+    assert "No DVC remote configured: skipping dvc pull" in job.logs["Pull the model and predictions"]
     assert len(job.comments) == 1
     comment = job.comments[0]
     assert comment == job.summary
