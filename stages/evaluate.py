@@ -21,7 +21,7 @@ app = make_app()
 def main(
     model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
     annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, per_class.csv, confusion.json.")] = Path("metrics/evaluate"),
 ) -> None:
     metrics = evaluate(model, annotations, images, out)

@@ -23,7 +23,7 @@ def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `predict`.")] = Path("params.yaml"),
     model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
     annotations: Annotated[Path, typer.Option(help="Annotation file (used when predict.input is null).")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
     out: Annotated[Path, typer.Option(help="TSV file to write.")] = Path("predictions/predictions.tsv"),
 ) -> None:
     p = load_params(params)

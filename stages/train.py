@@ -25,7 +25,7 @@ app = make_app()
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `image`, `train`.")] = Path("params.yaml"),
     annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="Folder the annotation paths are relative to.")] = Path("data/augmented"),
+    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
     out: Annotated[Path, typer.Option(help="Model file to write.")] = Path("models/model.pt"),
     metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
 ) -> None:

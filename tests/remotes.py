@@ -70,6 +70,23 @@ class S3:
 
 
 @contextmanager
+def credentials_checked(s3: S3) -> Iterator[None]:
+    """Within the block the server checks credentials, as S3 does: ours then are unknown to it.
+    (moto's own switch: POST /moto-api/reset-auth with the number of requests to let through.)"""
+    import urllib.request
+
+    def reset_auth(count: str) -> None:
+        request = urllib.request.Request(f"{s3.endpoint}/moto-api/reset-auth", count.encode(), {"Content-Type": "text/plain"})
+        urllib.request.urlopen(request).close()
+
+    reset_auth("0")
+    try:
+        yield
+    finally:
+        reset_auth("inf")
+
+
+@contextmanager
 def s3_server() -> Iterator[S3]:
     """A moto S3 server on 127.0.0.1 and a free port, for the duration of the block."""
     from moto.server import ThreadedMotoServer

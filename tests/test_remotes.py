@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import command_env, make_project, run, tiny_overrides
-from remotes import S3
+from remotes import S3, credentials_checked
 
 REVIEWER_PULL = ["dvc", "pull", "models/model.pt", "predictions/predictions.tsv"]  # README's command
 
@@ -251,3 +252,28 @@ def test_an_interrupted_push_then_pull_complete_when_run_again(many_files: Path,
     for out in ("data/raw", "data/augmented"):
         assert tree_md5(b / out) == tree_md5(many_files / out), out
     assert dvc_json(b, "status", *data_stages) == {}
+
+
+def test_push_failures_are_dvc_one_liners_and_lose_nothing(many_files: Path, s3: S3, tmp_path: Path):
+    before = {out: tree_md5(many_files / out) for out in ("data", ".dvc/cache")}
+
+    def push_fails(*message: str, env: dict | None = None) -> None:
+        result = subprocess.run(["dvc", "push"], cwd=many_files, env={**command_env(), **(env or {})},
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0
+        assert all(m in result.stderr for m in message), result.stderr
+        assert "Traceback" not in result.stderr
+
+    push_fails("no remote specified", "dvc remote add -d <remote name> <remote url>")  # README: Troubleshooting
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on: connections are refused
+    port = closed.getsockname()[1]
+    s3.add_remote(many_files, "bucket-x", name="refused", local=True)
+    run(["dvc", "remote", "modify", "--local", "refused", "endpointurl", f"http://127.0.0.1:{port}"], many_files)
+    push_fails("Could not connect to the endpoint URL", env={"AWS_MAX_ATTEMPTS": "1"})
+    closed.close()
+    s3.add_remote(many_files, s3.new_bucket(), local=True)
+    with credentials_checked(s3):
+        push_fails("Forbidden: An error occurred (403)")
+    assert {out: tree_md5(many_files / out) for out in before} == before  # nothing local changed
+    run(["dvc", "push"], many_files)  # with the credentials accepted again, the same push goes through

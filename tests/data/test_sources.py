@@ -20,11 +20,11 @@ SHAPES = ("circle", "cross", "square")
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    """The images under `folder` (not the download stage's `sources.csv`), as {path: bytes}."""
+    """The images under `folder` (not the download stage's `sources.csv` and `files.csv`), as {path: bytes}."""
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "sources.csv"
+        if p.is_file() and p.name not in ("sources.csv", "files.csv")
     }
 
 
@@ -53,6 +53,16 @@ def make_zip(src: Path, archive: Path, top: str | None) -> Path:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_files_list_names_every_file_with_its_md5(tmp_path):
+    # augment depends on files.csv instead of the folder, so it must change with any file in it
+    out = tmp_path / "raw"
+    download("builtin:digits", out, limit=3)
+    listed = dict(line.split(",") for line in (out / "files.csv").read_text().splitlines()[1:])
+    on_disk = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file() and p.name != "files.csv"}
+    assert listed.keys() == on_disk.keys() and "sources.csv" in listed and len(listed) == 31
+    assert all(hashlib.md5(on_disk[k].read_bytes()).hexdigest() == v for k, v in listed.items())
 
 
 # --- builtin:digits ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import os
 import zlib
@@ -36,6 +37,7 @@ MANIFEST = "manifest.csv"
 SAMPLES = "samples.png"  # a few sources beside their variants, to look at
 SAMPLE_ROWS = 12
 SAMPLE_CELL = 96  # px, the longer side of each image in the sample sheet
+ESTIMATE_FROM = 16  # sources whose copies' size sets the shard count
 
 
 @dataclass(frozen=True)
@@ -59,39 +61,62 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
     items = labelled_images(raw)
     if not items:
         raise UserError(f"{raw}: no images to augment; run the download stage first")
-    raw_bytes = sum((raw / source).stat().st_size for source, _ in items)
-    shards = shard_count(raw_bytes * len(variants(params, np.random.default_rng(0))))
+    made = (copies_of(raw, source, labels, params, seed) for source, labels in progress(items, desc="augment"))
+    # The shard count comes from the bytes the copies will take: the sources' bytes, scaled by
+    # what the first few sources' copies took (PNG copies of JPEGs take several times more).
+    first = list(itertools.islice(made, ESTIMATE_FROM))
+    scale = sum(len(c.data) for s in first for c in s.copies) / sum(len(s.data) for s in first)
+    shards = shard_count(round(scale * sum((raw / source).stat().st_size for source, _ in items)))
     raw_from_out = Path(os.path.relpath(raw, out))
     samples = sample_sources(items)
     sheet: list[tuple[str, list[tuple[str, Image.Image]]]] = []
     rows = []
     with atomic_dir(out) as tmp:
         with ShardWriter(tmp) as writer:
-            for source, labels in progress(items, desc="augment"):
-                data = (raw / source).read_bytes()
-                where = {"file": (raw_from_out / source).as_posix(), "offset": 0, "size": len(data)}
-                rows.append({"path": f"original/{source}", **labels, "source": source, "transform": "original",
-                             **where, "md5": _md5(data)})
-                rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
-                original = open_image(raw / source, max_side=params.max_side)
-                made = [("original", original)]
-                for variant in variants(params, rng):
-                    # <transform>/<source>.png keeps every name unique, whatever the source names
-                    # (a.png beside a.jpg, or a source already named like a variant).
-                    image = variant.apply(original)
-                    data = _png(image)
-                    shard = shard_name(source, shards)
-                    offset, size = writer.add(shard, f"{variant.folder}/{source}.png", data)
-                    rows.append({"path": f"{variant.folder}/{source}.png", **labels, "source": source,
-                                 "transform": variant.transform, "file": shard, "offset": offset, "size": size,
-                                 "md5": _md5(data)})
-                    made.append((variant.folder, image))
-                if source in samples:
-                    sheet.append((samples[source], made))
+            for source in itertools.chain(first, made):
+                where = {"file": (raw_from_out / source.path).as_posix(), "offset": 0, "size": len(source.data)}
+                rows.append({"path": f"original/{source.path}", **source.labels, "source": source.path,
+                             "transform": "original", **where, "md5": _md5(source.data)})
+                shard = shard_name(source.path, shards)
+                for copy in source.copies:
+                    offset, size = writer.add(shard, copy.name, copy.data)
+                    rows.append({"path": copy.name, **source.labels, "source": source.path, "transform": copy.transform,
+                                 "file": shard, "offset": offset, "size": size, "md5": _md5(copy.data)})
+                if source.path in samples:
+                    sheet.append((samples[source.path], [("original", source.image)] +
+                                  [(c.name.split("/")[0], c.image) for c in source.copies]))
         sample_sheet(sheet).save(tmp / SAMPLES)
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
+
+
+@dataclass(frozen=True)
+class Copy:
+    name: str  # <variant folder>/<source>.png: unique whatever the source names (a.png beside a.jpg)
+    transform: str
+    image: Image.Image
+    data: bytes  # the PNG
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str  # relative to the raw folder
+    labels: dict
+    data: bytes  # the file as it is
+    image: Image.Image  # decoded, at most max_side
+    copies: list[Copy]
+
+
+def copies_of(raw: Path, path: str, labels: dict, params: AugmentParams, seed: int) -> Source:
+    """One source image and its copies; random choices are seeded by `seed` and the path."""
+    rng = np.random.default_rng([seed, zlib.crc32(path.encode())])
+    original = open_image(raw / path, max_side=params.max_side)
+    copies = []
+    for variant in variants(params, rng):
+        image = variant.apply(original)
+        copies.append(Copy(f"{variant.folder}/{path}.png", variant.transform, image, _png(image)))
+    return Source(path, labels, (raw / path).read_bytes(), original, copies)
 
 
 def labelled_images(raw: Path) -> list[tuple[str, dict]]:

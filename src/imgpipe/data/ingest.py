@@ -15,6 +15,7 @@ It decides, and reports in `metrics/download/report.json` (totals in `metrics.js
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -46,6 +47,7 @@ from imgpipe.progress import progress
 
 REPORT_FILE, METRICS_FILE = "report.json", "metrics.json"  # in the download stage's metrics folder
 SOURCES_FILE = "sources.csv"  # single-label: path, origin, group, split (on disk) of every image
+FILES_LIST = "files.csv"  # every other file of the download stage's output, with the md5 of its bytes
 SPLIT_FOLDERS = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val",
@@ -363,3 +365,18 @@ def write_table(root: Path, table: pd.DataFrame, out: Path, report: Report) -> N
     report.images = len(result)
     report.multilabel = True
     report.counts = dict(zip(names, targets.sum(axis=0).tolist(), strict=True))
+
+
+def write_files_list(out: Path) -> None:
+    """`out/files.csv`: the path and md5 of every other file under `out`, in sorted order.
+
+    The augment stage depends on this one file instead of the folder (dvc.yaml): DVC then checks
+    N files once per `dvc repro` (as the download stage's output), not twice.
+    """
+    paths = sorted(p for p in Path(out).rglob("*") if p.is_file() and p.name != FILES_LIST)
+    pd.DataFrame(
+        {
+            "path": [p.relative_to(out).as_posix() for p in paths],
+            "md5": [hashlib.md5(p.read_bytes(), usedforsecurity=False).hexdigest() for p in paths],
+        }
+    ).to_csv(Path(out) / FILES_LIST, index=False)

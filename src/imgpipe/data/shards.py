@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Self
 
 SHARDS_DIR = "shards"
-SHARD_BYTES = 64 * 2**20  # bytes per shard, as estimated from the source images (PNG copies of JPEGs run larger)
+SHARD_BYTES = 64 * 2**20  # about this many bytes per shard (from an estimate: see augment_dataset)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from imgpipe.data.ingest import (
     scan_class_folders,
     scan_table,
     write_class_folders,
+    write_files_list,
     write_table,
 )
 from imgpipe.data.labelfiles import find_annotations, read_label_source
@@ -86,6 +87,7 @@ def download(
                 write_table(root, class_folders_as_table(images), tmp, report)
             else:
                 write_class_folders(root, images, tmp, report)
+        write_files_list(tmp)
         if report_dir is not None:
             report.write(staged.folder(report_dir))
     return report
