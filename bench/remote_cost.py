@@ -35,11 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import make_project, run  # noqa: E402  (the end-to-end tests' project setup, shared)
-from remotes import s3_extra_missing, s3_server  # noqa: E402
+from remotes import REVIEWER_PULL, s3_extra_missing, s3_server  # noqa: E402
 
 SIZE = 32  # px: the cost is per object, and small files make it show
 CHEAP_TRAINING = {"model": "mlp", "image": {"size": 16}, "train": {"epochs": 1, "batch_size": 256, "log_every": 100}}
-REVIEWER_PULL = ["pull", "models/model.pt", "predictions/predictions.tsv"]
 
 
 def main() -> None:

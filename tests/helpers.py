@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,11 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def dvc_json(cwd: Path, *args: str):
+    """`dvc <args> --json`, parsed."""
+    return json.loads(run(["dvc", *args, "--json"], cwd).stdout)
 
 
 def make_project(dest: Path, overrides: dict) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from helpers import run
 
+REVIEWER_PULL = ["pull", "models/model.pt", "predictions/predictions.tsv"]  # README's `dvc pull` for a reviewer
 KEY_ID = SECRET = "testing"  # moto accepts any credentials; these never leave the machine
 
 

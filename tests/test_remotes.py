@@ -8,7 +8,6 @@ to a bare git repository that stands in for the hosting service.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -19,10 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import command_env, make_project, run, tiny_overrides
-from remotes import S3, credentials_checked
-
-REVIEWER_PULL = ["dvc", "pull", "models/model.pt", "predictions/predictions.tsv"]  # README's command
+from helpers import command_env, dvc_json, make_project, run, tiny_overrides
+from remotes import REVIEWER_PULL, S3, credentials_checked
 
 
 @dataclass(frozen=True)
@@ -53,10 +50,6 @@ def team(tmp_path_factory) -> Team:
 def clone(team: Team, dest: Path) -> Path:
     run(["git", "clone", "-q", str(team.origin), str(dest)], dest.parent)
     return dest
-
-
-def dvc_json(cwd: Path, *args: str):
-    return json.loads(run(["dvc", *args, "--json"], cwd).stdout)
 
 
 def assert_up_to_date(repo: Path) -> None:
@@ -129,7 +122,7 @@ def test_reviewer_pulls_the_model_and_predictions_not_the_images(team: Team, s3:
     run(["dvc", "push"], team.a)
     reviewer = clone(team, tmp_path / "reviewer")
     s3.add_remote(reviewer, bucket, local=True)
-    run(REVIEWER_PULL, reviewer)
+    run(["dvc", *REVIEWER_PULL], reviewer)
     assert (reviewer / "models/model.pt").read_bytes() == (team.a / "models/model.pt").read_bytes()
     assert (reviewer / "predictions/predictions.tsv").is_file()
     assert not (reviewer / "data").exists()

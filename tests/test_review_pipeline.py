@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import BIN, REPO, assert_one_line_error, make_project, run, tiny_overrides
+from helpers import BIN, REPO, assert_one_line_error, dvc_json, make_project, run, tiny_overrides
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -85,10 +85,6 @@ def clone(hosting: Hosting, dest: Path, branch_name: str) -> Path:
 
 def review(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run([str(BIN / "imgpipe"), "review", *args], cwd, check=check)
-
-
-def dvc_json(cwd: Path, *args: str) -> dict:
-    return json.loads(run(["dvc", *args, "--json"], cwd).stdout)
 
 
 def test_a_fresh_clone_shows_every_result_without_a_cache(hosting: Hosting, tmp_path: Path):
