@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from imgpipe.data.annotations import class_names, read_annotations
+from imgpipe.data.annotations import read_annotations
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.sources import download
 from imgpipe.data.split import write_split
@@ -25,6 +25,7 @@ from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics
 from imgpipe.models import list_models
 from imgpipe.params import load_params
+from imgpipe.task import task_of
 from imgpipe.training import build_model, make_fit, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,10 +45,10 @@ def prepare(work: Path, params) -> Path:
 def bench_model(name: str, params, table, images_root: Path, budget: float) -> dict:
     seed_everything(params.seed)
     image, train = params.image, params.train
-    classes = class_names(table)
-    data = {s: load_split(table, s, images_root, classes, image.size, image.channels) for s in ("train", "test")}
-    model = build_model(name, train, len(classes), image.channels, image.size)
-    fit = make_fit(name, model, train, image.normalize, data["train"])
+    task = task_of(table)
+    data = {s: load_split(table, s, images_root, task, image.size, image.channels) for s in ("train", "test")}
+    model = build_model(name, train, len(task.classes), image.channels, image.size)
+    fit = make_fit(name, model, train, image.normalize, data["train"], task)
     generator = torch.Generator().manual_seed(params.seed)
 
     seen, epochs, start = 0, 0, time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.data.ingest import REPORT_FILE
+from imgpipe.layout import REPORT_FILE
 from imgpipe.data.sources import LabelOptions, download
 from imgpipe.params import load_params
 

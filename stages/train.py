@@ -23,14 +23,14 @@ app = make_app()
 @app.command(help=__doc__)
 @reports_user_errors
 def main(
-    params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `image`, `train`.")] = Path("params.yaml"),
+    params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `model_args`, `image`, `train`.")] = Path("params.yaml"),
     annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
     images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
     out: Annotated[Path, typer.Option(help="Model file to write.")] = Path("models/model.pt"),
     metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
 ) -> None:
     p = load_params(params)
-    best = train(p.model, p.image, p.train, p.seed, annotations, images, out, metrics)
+    best = train(p.model, p.image, p.train, p.seed, annotations, images, out, metrics, model_args=p.model_args)
     print(f"train: best epoch {best['epoch']} (val/accuracy {best['val/accuracy']:.4f}) -> {out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import re
@@ -26,7 +27,9 @@ class NotAModel:
 
 def trained_like_model(spec: ModelSpec = SPEC) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model(spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size)
+    model = create_model(
+        spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size, **spec.model_args
+    )
     model.train()
     model(torch.randn(4, spec.channels, spec.image_size, spec.image_size))  # moves BatchNorm running stats
     return model
@@ -69,10 +72,11 @@ def test_file_loads_with_weights_only(tmp_path):
     payload = torch.load(path, map_location="cpu", weights_only=True)
 
     assert set(payload) == {
-        "format", "model", "classes", "image_size", "channels", "mean", "std", "task", "thresholds", "groups",
-        "state_dict", "best_epoch",
+        "format", "model", "classes", "image_size", "channels", "mean", "std", "model_args", "task", "thresholds",
+        "groups", "state_dict", "best_epoch",
     }
-    assert payload["format"] == FORMAT_VERSION == 2
+    assert payload["model_args"] == {}
+    assert payload["format"] == FORMAT_VERSION == 3
     assert (payload["task"], payload["thresholds"], payload["groups"]) == ("multiclass", [], [])
     assert payload["model"] == "cnn"
     assert payload["classes"] == ["circle", "cross", "square"]
@@ -130,7 +134,7 @@ def test_weights_only_payload_that_is_not_a_model_file(tmp_path, payload):
     torch.save(payload, path)
     with pytest.raises(UserError) as info:
         load_checkpoint(path)
-    assert str(info.value) == f"{path}: not an imgpipe model file (format 2); retrain it"
+    assert str(info.value) == f"{path}: not an imgpipe model file (format 3); retrain it"
 
 
 def test_truncated_file_is_a_user_error(tmp_path):
@@ -175,3 +179,48 @@ def test_weights_that_do_not_fit_the_model_are_a_user_error(tmp_path):
     save_checkpoint(path, SPEC, trained_like_model(mlp_spec).state_dict(), extra={})  # cnn spec, mlp weights
     with pytest.raises(UserError, match=re.escape(str(path))):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("name", "model_args"), [("cnn", {"width": 8, "dropout": 0.4}), ("mlp", {"width": 16, "dropout": 0.1})])
+def test_model_args_are_saved_and_rebuild_the_same_model(tmp_path, name, model_args):
+    spec = dataclasses.replace(SPEC, model=name, model_args=model_args)
+    model = trained_like_model(spec)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, spec, model.state_dict(), extra={})
+
+    loaded, loaded_spec = load_checkpoint(path)
+
+    assert loaded_spec.model_args == model_args
+    assert repr(loaded) == repr(model)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_a_model_file_without_model_args_loads_with_the_defaults(tmp_path):
+    # Files written before model_args existed: the same payload without the key.
+    model = trained_like_model()
+    path = tmp_path / "model.pt"
+    payload = {"format": FORMAT_VERSION, **dataclasses.asdict(SPEC), "state_dict": model.state_dict()}
+    del payload["model_args"]
+    torch.save(payload, path)
+
+    loaded, spec = load_checkpoint(path)
+
+    assert spec == SPEC and spec.model_args == {}
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_model_args_the_model_no_longer_takes_are_a_user_error(tmp_path):
+    # e.g. a file trained when cnn took an argument since removed: retrain, not a traceback.
+    path = tmp_path / "model.pt"
+    payload = {"format": FORMAT_VERSION, **dataclasses.asdict(SPEC), "state_dict": trained_like_model().state_dict()}
+    payload["model_args"] = {"depth": 4}
+    torch.save(payload, path)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"{path}: model_args 'depth' is not an argument of model 'cnn'; it takes: width, dropout; retrain it"
+    )

@@ -176,7 +176,7 @@ def test_version_1_model_files_still_load_as_multiclass(tmp_path):
                "mean": [0.0], "std": [1.0], "state_dict": model.state_dict()}
     torch.save(payload, tmp_path / "old.pt")
     _, spec = load_checkpoint(tmp_path / "old.pt")
-    assert spec.task == "multiclass" and not spec.multilabel
+    assert spec.task == "multiclass"
 
 
 def test_task_multilabel_with_limit_keeps_images_of_every_class(tmp_path):

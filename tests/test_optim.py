@@ -11,11 +11,18 @@ from torch import nn
 
 from imgpipe.data.tensors import LabelledImages
 from imgpipe.errors import UserError
-from imgpipe.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_loss, create_optimizer, create_schedule, warmup_cosine
+from imgpipe.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
 from imgpipe.params import TrainParams
+from imgpipe.task import Multiclass, Multilabel
 from imgpipe.training import Fit, train_one_epoch
 
 BASE = TrainParams(lr=0.05, epochs=4)
+SINGLE = Multiclass(["a", "b", "c"])  # the loss is the task's choice (imgpipe.task)
+MULTI = Multilabel(["a", "b", "c"])
+
+
+def single_label_loss(params: TrainParams):
+    return SINGLE.create_loss(params, torch.tensor([0, 1, 2]))
 
 
 def toy_problem(seed: int = 0):
@@ -49,7 +56,7 @@ def test_sgd_uses_momentum_and_nesterov():
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_is_finite_and_lower_for_the_right_class(name):
-    loss_fn = create_loss(dataclasses.replace(BASE, loss=name))
+    loss_fn = single_label_loss(dataclasses.replace(BASE, loss=name))
     targets = torch.tensor([0, 2])
     right = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
     wrong = torch.tensor([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
@@ -59,15 +66,15 @@ def test_every_loss_is_finite_and_lower_for_the_right_class(name):
 
 def test_label_smoothing_raises_the_loss_of_a_confident_right_answer():
     logits, targets = torch.tensor([[10.0, 0.0, 0.0]]), torch.tensor([0])
-    plain = create_loss(BASE)(logits, targets)
-    smoothed = create_loss(dataclasses.replace(BASE, label_smoothing=0.2))(logits, targets)
+    plain = single_label_loss(BASE)(logits, targets)
+    smoothed = single_label_loss(dataclasses.replace(BASE, label_smoothing=0.2))(logits, targets)
     assert smoothed > plain + 0.5
 
 
 def test_mse_compares_softmax_probabilities_with_one_hot():
     logits, targets = torch.tensor([[0.0, 0.0]]), torch.tensor([1])
     # softmax = (0.5, 0.5) against (0, 1): mean squared error 0.25
-    assert create_loss(dataclasses.replace(BASE, loss="mse"))(logits, targets).item() == pytest.approx(0.25)
+    assert single_label_loss(dataclasses.replace(BASE, loss="mse"))(logits, targets).item() == pytest.approx(0.25)
 
 
 def test_warmup_cosine_rises_then_decays_to_zero():
@@ -120,7 +127,7 @@ def test_unknown_names_list_the_choices(key, value, table):
     params = dataclasses.replace(BASE, **{key: value})
     with pytest.raises(UserError) as info:
         optimizer = create_optimizer(model.parameters(), params if key == "optimizer" else BASE)
-        create_loss(params)
+        single_label_loss(params)
         create_schedule(optimizer, params, 1)
     assert str(info.value) == f"params: train.{key} '{value}' is unknown; choose one of: {', '.join(table)}"
 
@@ -129,10 +136,11 @@ def test_gradient_clipping_bounds_each_update():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     before = [p.detach().clone() for p in model.parameters()]
-    params = dataclasses.replace(BASE, optimizer="sgd", momentum=0.0, lr=1.0, clip_grad_norm=1e-3)
+    params = dataclasses.replace(BASE, optimizer="sgd", momentum=0.0, lr=1.0, clip_grad_norm=1e-3, weight_decay=0.0)
     optimizer = create_optimizer(model.parameters(), params)
-    fit = Fit(model, "1", False, optimizer, create_loss(params), create_schedule(optimizer, params, 1),
-              params.clip_grad_norm, [0.0], [1.0])
+    fit = Fit(model=model, head="1", frozen=False, optimizer=optimizer, loss_fn=single_label_loss(params),
+              schedule=create_schedule(optimizer, params, 1), clip_grad_norm=params.clip_grad_norm,
+              mean=[0.0], std=[1.0], task=SINGLE)
     data = LabelledImages(torch.full((4, 1, 2, 2), 255, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
     train_one_epoch(fit, data, batch_size=4, generator=torch.Generator().manual_seed(0), on_batch=lambda loss: None)
     step = math.sqrt(sum(((p - b) ** 2).sum().item() for p, b in zip(model.parameters(), before, strict=True)))
@@ -144,7 +152,7 @@ ML_TARGETS = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1
 
 @pytest.mark.parametrize("name", ["auto", "bce", "multilabel_soft_margin", "mse", "l1"])
 def test_every_multilabel_loss_is_lower_for_the_right_label_set(name):
-    loss_fn = create_loss(dataclasses.replace(BASE, loss=name), ML_TARGETS)
+    loss_fn = MULTI.create_loss(dataclasses.replace(BASE, loss=name), ML_TARGETS)
     right = (ML_TARGETS * 2 - 1) * 5  # +5 where the label is present, -5 where absent
     assert torch.isfinite(loss_fn(right, ML_TARGETS))
     assert loss_fn(right, ML_TARGETS) < loss_fn(-right, ML_TARGETS)
@@ -152,9 +160,9 @@ def test_every_multilabel_loss_is_lower_for_the_right_label_set(name):
 
 def test_auto_loss_is_bce_for_multilabel_and_cross_entropy_otherwise():
     logits = torch.zeros(4, 3)
-    bce = create_loss(dataclasses.replace(BASE, loss="auto"), ML_TARGETS)(logits, ML_TARGETS)
+    bce = MULTI.create_loss(dataclasses.replace(BASE, loss="auto"), ML_TARGETS)(logits, ML_TARGETS)
     assert bce.item() == pytest.approx(math.log(2))
-    ce = create_loss(dataclasses.replace(BASE, loss="auto"), torch.tensor([0, 1, 2, 0]))(logits, torch.tensor([0, 1, 2, 0]))
+    ce = SINGLE.create_loss(dataclasses.replace(BASE, loss="auto"), torch.tensor([0, 1, 2, 0]))(logits, torch.tensor([0, 1, 2, 0]))
     assert ce.item() == pytest.approx(math.log(3))
 
 
@@ -166,8 +174,8 @@ def test_pos_weight_auto_is_negatives_over_positives_per_label():
     assert positive_weights(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).tolist() == [1.0, 1.0]
     # Weighting positives raises the loss of a missed positive of a rare label.
     logits = torch.zeros(4, 3)
-    plain = create_loss(dataclasses.replace(BASE, loss="bce"), ML_TARGETS)(logits, ML_TARGETS)
-    weighted = create_loss(dataclasses.replace(BASE, loss="bce", pos_weight="auto"), ML_TARGETS)(logits, ML_TARGETS)
+    plain = MULTI.create_loss(dataclasses.replace(BASE, loss="bce"), ML_TARGETS)(logits, ML_TARGETS)
+    weighted = MULTI.create_loss(dataclasses.replace(BASE, loss="bce", pos_weight="auto"), ML_TARGETS)(logits, ML_TARGETS)
     assert weighted.item() != pytest.approx(plain.item())
 
 
@@ -181,9 +189,9 @@ def test_pos_weight_auto_is_negatives_over_positives_per_label():
 )
 def test_multilabel_loss_misuse_is_a_user_error(changes, fragment):
     with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
-        create_loss(dataclasses.replace(BASE, **changes), ML_TARGETS)
+        MULTI.create_loss(dataclasses.replace(BASE, **changes), ML_TARGETS)
 
 
 def test_pos_weight_on_single_label_data_is_a_user_error():
     with pytest.raises(UserError, match="train.pos_weight is for multi-label data"):
-        create_loss(dataclasses.replace(BASE, pos_weight="auto"), torch.tensor([0, 1]))
+        SINGLE.create_loss(dataclasses.replace(BASE, pos_weight="auto"), torch.tensor([0, 1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from imgpipe.params import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-TOP_KEYS = "seed, task, model, data, image, augment, split, train, predict"
+TOP_KEYS = "seed, task, model, model_args, data, image, augment, split, train, predict"
 TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
@@ -64,6 +65,7 @@ def test_real_params_yaml_loads_with_its_values():
     assert isinstance(params, Params)
     assert params.seed == raw["seed"]
     assert params.model == raw["model"]
+    assert params.model_args == raw["model_args"] == {}
     assert params.data == DataParams(source=raw["data"]["source"], sha256=raw["data"]["sha256"])
     assert params.image == ImageParams(**raw["image"])
     assert params.augment.rotations == tuple(float(a) for a in raw["augment"]["rotations"])
@@ -77,6 +79,82 @@ def test_real_params_yaml_loads_with_its_values():
     assert params.split == SplitParams(**raw["split"])
     assert params.train == TrainParams(**raw["train"])
     assert params.predict == PredictParams(**raw["predict"])
+
+
+def leaf_keys(raw: dict, prefix: str = "") -> list[str]:
+    """Every key of a params mapping, sections recursed into: `train.epochs`, `model_args`."""
+    keys = []
+    for name, value in raw.items():
+        if isinstance(value, dict) and name != "model_args":  # model_args is one value, a mapping
+            keys += leaf_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def differences(cls: type, raw: dict, loaded, default, prefix: str = "") -> list[str]:
+    """Where params.yaml (`raw`, as `loaded`) and the dataclass defaults disagree, key by key."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    found = [f"{prefix}{name}: in the dataclass, not in params.yaml" for name in fields if name not in raw]
+    found += [f"{prefix}{name}: in params.yaml, not in the dataclass" for name in raw if name not in fields]
+    for name in (n for n in fields if n in raw):
+        value, fallback = getattr(loaded, name), getattr(default, name)
+        if dataclasses.is_dataclass(value):
+            found += differences(type(value), raw[name] or {}, value, fallback, f"{name}.")
+        elif value != fallback or type(value) is not type(fallback):
+            found.append(f"{prefix}{name}: params.yaml has {raw[name]!r}, the dataclass default is {fallback!r}")
+    return found
+
+
+def test_params_yaml_values_are_the_dataclass_defaults():
+    # One value per key: a key deleted from params.yaml must not silently change a run.
+    raw = real_params()
+    assert differences(Params, raw, load_params(REPO / "params.yaml"), Params()) == []
+
+
+def test_deleting_any_key_from_params_yaml_changes_nothing(tmp_path):
+    full = load_params(REPO / "params.yaml")
+    keys = leaf_keys(real_params())
+    assert "train.epochs" in keys and "model_args" in keys
+    for key in keys:
+        params = real_params()
+        *sections, name = key.split(".")
+        section = params
+        for part in sections:
+            section = section[part]
+        del section[name]
+        assert load_params(write(tmp_path, params)) == full, f"deleting {key} changed the params"
+
+
+def test_model_args_is_a_mapping_of_plain_values(tmp_path):
+    args = {"width": 64, "dropout": 0.2, "name": "x", "flag": True, "sizes": [1, 2], "none": None}
+    params = load_params(with_override(tmp_path, None, "model_args", args))
+    assert params.model_args == args
+    assert load_params(with_override(tmp_path, None, "model_args", None)).model_args == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([64], "'model_args' must be a mapping (name: value), got [64]"),
+        (64, "'model_args' must be a mapping (name: value), got 64"),
+        ({"width": {"a": 1}}, "'model_args.width' must be a number, string, true/false, null or a list of those, got {'a': 1}"),
+        ({"width": [[1]]}, "'model_args.width' must be a number, string, true/false, null or a list of those, got [[1]]"),
+        ({"width": float("inf")}, "'model_args.width' must be a number, string, true/false, null or a list of those, got inf"),
+        ({3: 1}, "'model_args' keys must be names, got 3"),
+    ],
+)
+def test_model_args_of_the_wrong_shape_are_named(tmp_path, value, expected):
+    path = with_override(tmp_path, None, "model_args", value)
+    assert error_of(path) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "source"), [("num_classes", "the classes in the data"), ("in_channels", "image.channels"), ("image_size", "image.size")]
+)
+def test_model_args_cannot_set_what_the_pipeline_sets(tmp_path, name, source):
+    path = with_override(tmp_path, None, "model_args", {"width": 8, name: 3})
+    assert error_of(path) == f"{path}: 'model_args.{name}' is not for model_args: imgpipe sets it from {source}"
 
 
 def test_empty_file_gives_all_defaults(tmp_path):

@@ -13,8 +13,10 @@ from imgpipe.errors import UserError
 from imgpipe.models import create_model
 from imgpipe.outputs import atomic_file
 
-FORMAT_VERSION = 2  # 2 added the multi-label fields; version 1 files load as multiclass
-READABLE_VERSIONS = (1, 2)
+# 2 added the multi-label fields (version 1 files load as multiclass); 3 added model_args, so an
+# older imgpipe refuses a file whose model it would rebuild without them.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,11 @@ class ModelSpec:
     channels: int
     mean: list[float]
     std: list[float]
+    model_args: dict = field(default_factory=dict)  # params.yaml's `model_args`, passed to create_model
+    # The task and its decision rule (`imgpipe.task`: `spec_fields` writes them, `task_from_spec` reads them)
     task: str = "multiclass"  # or multilabel: `classes` are then the labels
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label
     groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decoded by argmax
-
-    @property
-    def multilabel(self) -> bool:
-        return self.task == "multilabel"
 
 
 def save_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:
@@ -63,9 +63,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_VERSIONS or not set(required) <= set(payload):
         raise UserError(f"{path}: not an imgpipe model file (format {FORMAT_VERSION}); retrain it")
     spec = ModelSpec(**{k: payload[k] for k in ModelSpec.__dataclass_fields__ if k in payload})
-    model = create_model(
-        spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size
-    )
+    try:
+        model = create_model(
+            spec.model, num_classes=len(spec.classes), in_channels=spec.channels, image_size=spec.image_size,
+            **spec.model_args,
+        )
+    except UserError as err:  # the model's code changed since the file was written
+        raise UserError(f"{path}: {str(err).removeprefix('params: ')}; retrain it") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError:

@@ -7,13 +7,12 @@ well-formed. Every other label is positive when its probability reaches its thre
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from imgpipe.data.labelsets import label_groups
+from imgpipe.data.labelsets import label_groups, natural_key
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,6 @@ def one_of_groups(labels: Sequence[str], targets: np.ndarray) -> tuple[list[list
         else:
             broken.append(name)
     return kept, broken
-
-
-def natural_key(name: str) -> list:
-    """Sort key reading digit runs as numbers: p2 < p10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5) -> list[float]:

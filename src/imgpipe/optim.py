@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,20 +52,14 @@ def _on_sigmoid(loss: nn.Module) -> LossFn:
     return lambda logits, targets: loss(torch.sigmoid(logits), targets)
 
 
-# Multi-label targets are (B, K) 0/1 floats; every label is its own binary decision.
+# Multi-label targets are (B, K) 0/1 floats; every label is its own binary decision. Which table
+# serves a run, and `auto`, are the task's choice (`imgpipe.task`).
 MULTILABEL_LOSSES: dict[str, Callable[[torch.Tensor | None], LossFn]] = {
     "bce": lambda pos_weight: nn.BCEWithLogitsLoss(pos_weight=pos_weight),
     "multilabel_soft_margin": lambda pos_weight: nn.MultiLabelSoftMarginLoss(),
     "mse": lambda pos_weight: _on_sigmoid(nn.MSELoss()),
     "l1": lambda pos_weight: _on_sigmoid(nn.L1Loss()),
 }
-
-
-def loss_name(params: TrainParams, multilabel: bool) -> str:
-    """`train.loss`, with `auto` resolved: cross_entropy for multiclass, bce for multilabel."""
-    if params.loss == "auto":
-        return "bce" if multilabel else "cross_entropy"
-    return params.loss
 
 
 def positive_weights(targets: torch.Tensor) -> torch.Tensor:
@@ -131,36 +124,16 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainParams, int], Schedul
 }
 
 
-def _choose(table: dict, key: str, value: str):
+def choose(table: dict, key: str, value: str):
+    """`table[value]`, or a one-line error naming `train.<key>` and the choices."""
     if value not in table:
         raise UserError(f"params: train.{key} '{value}' is unknown; choose one of: {', '.join(table)}")
     return table[value]
 
 
 def create_optimizer(parameters: Params, params: TrainParams) -> torch.optim.Optimizer:
-    return _choose(OPTIMIZERS, "optimizer", params.optimizer)(parameters, params)
-
-
-def create_loss(params: TrainParams, train_targets: torch.Tensor | None = None) -> LossFn:
-    """The training loss; `train_targets` (N, K) floats mean a multi-label task."""
-    multilabel = train_targets is not None and train_targets.dim() == 2
-    name = loss_name(params, multilabel)
-    if not multilabel:
-        if params.pos_weight != "none":
-            raise UserError("params: train.pos_weight is for multi-label data; set it to none")
-        return _choose(LOSSES, "loss", name)(dataclasses.replace(params, loss=name))
-    if name == "cross_entropy":
-        raise UserError(
-            "params: train.loss 'cross_entropy' is single-label (one softmax over all classes); "
-            f"for multi-label data use auto or one of: {', '.join(MULTILABEL_LOSSES)}"
-        )
-    if params.label_smoothing > 0:
-        raise UserError("params: train.label_smoothing is for cross_entropy on single-label data; set it to 0")
-    if params.pos_weight == "auto" and name != "bce":
-        raise UserError(f"params: train.pos_weight auto works with train.loss bce, not '{name}'")
-    pos_weight = positive_weights(train_targets) if params.pos_weight == "auto" else None
-    return _choose(MULTILABEL_LOSSES, "loss", name)(pos_weight)
+    return choose(OPTIMIZERS, "optimizer", params.optimizer)(parameters, params)
 
 
 def create_schedule(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> Schedule:
-    return _choose(SCHEDULES, "scheduler", params.scheduler)(optimizer, params, steps_per_epoch)
+    return choose(SCHEDULES, "scheduler", params.scheduler)(optimizer, params, steps_per_epoch)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-FILE = "outcomes.json"  # in the evaluate stage's metrics folder
+from imgpipe.task import TASKS
+
 FORMAT = 1
-TASKS = ("multiclass", "multilabel")
 ENCODING = (
     "base64 of zlib of, per image in test_set order: the class index (uint8; uint16 past 256 classes, "
     "uint32 past 65,536), or for multilabel the label bits packed into ceil(K / 8) bytes"
@@ -31,7 +31,7 @@ ENCODING = (
 
 @dataclass(frozen=True)
 class Outcomes:
-    task: str  # multiclass | multilabel
+    task: str  # a name in imgpipe.task.TASKS: multiclass | multilabel
     classes: list[str]  # class (multi-label: label) names, the columns of `one_hot`
     test_set: str  # sha256 of the test images' md5 and truth, in the stored order
     actual: np.ndarray  # (N,) class indices, or (N, K) 0/1 for multi-label
@@ -40,17 +40,19 @@ class Outcomes:
     def __len__(self) -> int:
         return len(self.actual)
 
+    @property
+    def kind(self):
+        """The task's class (`imgpipe.task`): how its outcomes are compared and named."""
+        return TASKS[self.task]
+
     def one_hot(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, K) bool truth and decisions; a single-label image is one-hot."""
-        if self.task == "multilabel":
-            return self.actual.astype(bool), self.predicted.astype(bool)
-        eye = np.eye(len(self.classes), dtype=bool)
-        return eye[self.actual], eye[self.predicted]
+        task = self.kind(self.classes)
+        return task.one_hot(self.actual), task.one_hot(self.predicted)
 
     def correct(self) -> np.ndarray:
         """(N,) bool: the image is right (multi-label: every label right, exact match)."""
-        same = self.actual == self.predicted
-        return same.all(axis=1) if same.ndim == 2 else same
+        return self.kind.correct(self.actual, self.predicted)
 
 
 def record_outcomes(
@@ -62,17 +64,10 @@ def record_outcomes(
     if not len(md5s) == len(actual) == len(predicted):
         raise ValueError(f"{len(md5s)} images, {len(actual)} true and {len(predicted)} predicted outcomes")
     classes = list(classes)
-    truth = [_truth(row, classes) for row in actual]
+    truth = [TASKS[task].truth(row, classes) for row in actual]
     order = sorted(range(len(md5s)), key=lambda i: (md5s[i], truth[i]))
     key = hashlib.sha256(json.dumps([[md5s[i], truth[i]] for i in order]).encode()).hexdigest()
     return Outcomes(task, classes, key, actual[order], predicted[order])
-
-
-def _truth(row: np.ndarray, classes: list[str]) -> str:
-    """An image's true class, or its sorted label names: the same whatever order the model lists them in."""
-    if row.ndim == 0:
-        return classes[int(row)]
-    return json.dumps(sorted(classes[k] for k in np.flatnonzero(row)))
 
 
 def write_outcomes(path: Path, outcomes: Outcomes) -> None:
@@ -87,8 +82,8 @@ def dumps(outcomes: Outcomes) -> str:
         "images": len(outcomes),
         "classes": outcomes.classes,
         "encoding": ENCODING,
-        "actual": _encode(outcomes.actual, outcomes.task, len(outcomes.classes)),
-        "predicted": _encode(outcomes.predicted, outcomes.task, len(outcomes.classes)),
+        "actual": _encode(outcomes.kind.encode(outcomes.actual, len(outcomes.classes))),
+        "predicted": _encode(outcomes.kind.encode(outcomes.predicted, len(outcomes.classes))),
     }
     return json.dumps(record, indent=1) + "\n"
 
@@ -103,30 +98,15 @@ def loads(text: str) -> Outcomes:
         if not (isinstance(n, int) and n >= 0 and isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise ValueError("images must be a count and classes a list of names")
         k = len(classes)
-        actual, predicted = (_decode(record[name], task, n, k) for name in ("actual", "predicted"))
+        actual, predicted = (TASKS[task].decode(_decode(record[name]), n, k) for name in ("actual", "predicted"))
         return Outcomes(task, classes, str(record["test_set"]), actual, predicted)
     except (KeyError, TypeError, ValueError, zlib.error, json.JSONDecodeError) as err:
         raise ValueError(f"not an imgpipe outcome record ({err})") from None
 
 
-def _index_dtype(k: int) -> np.dtype:
-    return np.dtype(np.uint8 if k <= 2**8 else np.uint16 if k <= 2**16 else np.uint32)
-
-
-def _encode(values: np.ndarray, task: str, k: int) -> str:
-    if task == "multilabel":
-        raw = np.packbits(values.astype(bool), axis=1).tobytes()  # (N, ceil(K / 8))
-    else:
-        raw = values.astype(_index_dtype(k)).tobytes()  # (N,)
+def _encode(raw: bytes) -> str:
     return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
 
 
-def _decode(text: str, task: str, n: int, k: int) -> np.ndarray:
-    raw = zlib.decompress(base64.b64decode(text, validate=True))
-    if task == "multilabel":
-        packed = np.frombuffer(raw, dtype=np.uint8).reshape(n, (k + 7) // 8)
-        return np.unpackbits(packed, axis=1, count=k)  # (N, K) uint8
-    values = np.frombuffer(raw, dtype=_index_dtype(k)).astype(np.int64)  # (N,)
-    if len(values) != n or (n and values.max() >= k):
-        raise ValueError(f"{len(values)} class indices for {n} images of {k} classes")
-    return values
+def _decode(text: str) -> bytes:
+    return zlib.decompress(base64.b64decode(text, validate=True))

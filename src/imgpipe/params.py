@@ -84,6 +84,9 @@ class SplitParams:
         _require(self.train > 0, "split.train", self.train, "a fraction > 0")
 
 
+# Every model function's own arguments, set by the pipeline (see `imgpipe.models.register_model`):
+# where each value comes from. model_args cannot set them.
+PIPELINE_MODEL_ARGS = {"num_classes": "the classes in the data", "in_channels": "image.channels", "image_size": "image.size"}
 MONITORS = ("val/accuracy", "val/f1_macro", "val/f1_micro", "val/loss")
 TASKS = ("auto", "multiclass", "multilabel")
 DEVICES = ("auto", "cpu", "cuda")
@@ -91,13 +94,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 10
+    epochs: int = 12
     batch_size: int = 64
-    lr: float = 1e-3  # the peak learning rate for onecycle and cosine
+    lr: float = 2e-3  # the peak learning rate for onecycle and cosine
     optimizer: str = "adam"  # adam | adamw | sgd | adamax | adadelta
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
-    weight_decay: float = 0.0
+    weight_decay: float = 1e-4
     # auto = cross_entropy (multiclass) or bce (multilabel); also bce | multilabel_soft_margin | mse | l1
     loss: str = "auto"
     label_smoothing: float = 0.0  # cross_entropy only
@@ -113,7 +116,7 @@ class TrainParams:
     patience: int = 0  # early stopping after N epochs without improvement; 0 = off
     pretrained: str = "none"  # none | imagenet | path to a state-dict file
     freeze: str = "none"  # none | backbone (train only the classifier head)
-    log_every: int = 10  # log the batch loss every N batches
+    log_every: int = 20  # log the batch loss every N batches
     # Online augmentation, drawn anew each epoch on whole batches (on the GPU when training there).
     crop_padding: int = 0  # shift each image by up to N px (zero fill), like RandomCrop(size, padding=N)
     flip: bool = False  # mirror half the images left-right, like RandomHorizontalFlip
@@ -162,9 +165,15 @@ class PredictParams:
 
 @dataclass(frozen=True)
 class Params:
+    """The whole file. Every default equals params.yaml's value (tests/test_params.py checks), so
+    deleting a key from params.yaml changes nothing."""
+
     seed: int = 42
     task: str = "auto"  # auto (multilabel when the source has annotations) | multiclass | multilabel
     model: str = "cnn"  # see imgpipe.models.list_models()
+    # Keyword arguments for the model's factory, e.g. {width: 64, dropout: 0.2}; checked against
+    # its signature when the model is built (`imgpipe.models.create_model`).
+    model_args: dict[str, Any] = field(default_factory=dict)
     data: DataParams = field(default_factory=DataParams)
     image: ImageParams = field(default_factory=ImageParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -174,6 +183,9 @@ class Params:
 
     def __post_init__(self) -> None:
         _require(self.task in TASKS, "task", self.task, " | ".join(TASKS))
+        for name in self.model_args:
+            if name in PIPELINE_MODEL_ARGS:
+                raise UserError(f"'model_args.{name}' is not for model_args: imgpipe sets it from {PIPELINE_MODEL_ARGS[name]}")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -227,6 +239,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
                 pass
         names = " or ".join(TYPE_NAMES.get(o, o.__name__) for o in inner)
         raise UserError(f"'{key}' must be {names}, got {value!r}")
+    if origin is dict:
+        return _plain_mapping(value, key)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise UserError(f"'{key}' must be a list, got {value!r}")
@@ -256,6 +270,28 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
 
 
 TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+PLAIN_VALUE = "a number, string, true/false, null or a list of those"
+
+
+def _plain_mapping(value: Any, key: str) -> dict[str, Any]:
+    """A mapping of names to YAML scalars or lists of them (`model_args`); null means empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"'{key}' must be a mapping (name: value), got {value!r}")
+    for name, item in value.items():
+        if not isinstance(name, str):
+            raise UserError(f"'{key}' keys must be names, got {name!r}")
+        items = item if isinstance(item, list) else [item]
+        if not all(_is_plain(v) for v in items):
+            raise UserError(f"'{key}.{name}' must be {PLAIN_VALUE}, got {item!r}")
+    return dict(value)
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int | str)
 
 
 def _parse_float(text: str) -> float | str:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-from imgpipe.checkpoint import ModelSpec, load_checkpoint
+from imgpipe.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import Readable, list_images
 from imgpipe.data.tensors import load_images, members
-from imgpipe.decision import DecisionRule
 from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.outputs import atomic_file
+from imgpipe.task import task_from_spec
 
 
 def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Readable]:
@@ -43,43 +41,16 @@ def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int
     form `group=value` groups, and one `prob:<label>` column per label.
     """
     model, spec = load_checkpoint(model_path)
+    task = task_from_spec(spec)
     model.to(resolve_device())
     rows = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         pixels = load_images(chunk, spec.image_size, spec.channels, desc="predict")
         logits = predict_logits(model, pixels, spec.mean, spec.std)
-        rows += multilabel_rows(spec, chunk, logits) if spec.multilabel else multiclass_rows(spec, chunk, logits)
+        rows += task.prediction_rows(chunk, logits)
     table = pd.DataFrame(rows)
     with atomic_file(Path(out)) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     return table
 
-
-def multiclass_rows(spec: ModelSpec, paths: list[Readable], logits: torch.Tensor) -> list[dict]:
-    best, index = torch.softmax(logits, dim=1).max(dim=1)
-    return [
-        {"path": str(p), "label": spec.classes[i], "probability": round(float(q), 6)}
-        for p, i, q in zip(paths, index.tolist(), best.tolist(), strict=True)
-    ]
-
-
-def multilabel_rows(spec: ModelSpec, paths: list[Readable], logits: torch.Tensor) -> list[dict]:
-    probs = torch.sigmoid(logits).numpy()  # (B, K)
-    decided = DecisionRule(spec.thresholds, spec.groups).decide(probs)  # (B, K)
-    rows = []
-    for path, chosen, p in zip(paths, decided, probs, strict=True):
-        names = [spec.classes[k] for k in np.flatnonzero(chosen)]
-        row = {"path": str(path), "labels": " ".join(names)}
-        if spec.groups:
-            row["sequence"] = decode_sequence(spec.classes, spec.groups, chosen)
-        row.update({f"prob:{name}": round(float(q), 6) for name, q in zip(spec.classes, p, strict=True)})
-        rows.append(row)
-    return rows
-
-
-def decode_sequence(classes: list[str], groups: list[list[int]], chosen: np.ndarray) -> str:
-    """The chosen value of each group in order, joined by a space; `blank` values are left out
-    (`p1=7 p2=3 p3=blank ...` reads `7 3`)."""
-    values = [classes[k].split("=", 1)[1] for members in groups for k in members if chosen[k]]
-    return " ".join(v for v in values if v != "blank")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from imgpipe.errors import UserError
-from imgpipe.models.registry import ModelEntry, get_model_entry, list_models
+from imgpipe.models.registry import ModelEntry, create_model, get_model_entry, list_models
 
 
 def imagenet_cache_file(entry: ModelEntry) -> Path:
@@ -52,8 +52,14 @@ def normalization(name: str, source: str) -> tuple[list[float], list[float]] | N
     return list(transform.mean), list(transform.std)
 
 
-def load_pretrained(name: str, source: str, num_classes: int, image_size: int) -> nn.Module:
-    """Build `name` for 3-channel input, load the weights, and put a fresh head for `num_classes`."""
+def load_pretrained(name: str, source: str, num_classes: int, image_size: int, model_args: dict | None = None) -> nn.Module:
+    """Build `name` for 3-channel input, load the weights, and put a fresh head for `num_classes`.
+
+    `model_args` are passed on: those that add no weights (dropout) suit any weights; those that
+    change their shapes (width) suit only weights trained with the same values, such as an
+    imgpipe model file's.
+    """
+    model_args = model_args or {}
     entry = get_model_entry(name)
     path = pretrained_file(name, source)
     try:
@@ -65,10 +71,16 @@ def load_pretrained(name: str, source: str, num_classes: int, image_size: int) -
     head_weight = state.get(f"{entry.head}.weight") if isinstance(state, dict) else None
     if head_weight is None:
         raise UserError(f"train.pretrained: '{path}' has no '{entry.head}.weight'; it is not a state dict for '{name}'")
-    model = entry.build(num_classes=head_weight.shape[0], in_channels=3, image_size=image_size)
+    model = create_model(name, num_classes=head_weight.shape[0], in_channels=3, image_size=image_size, **model_args)
     try:
         model.load_state_dict(state)
     except RuntimeError:
+        if model_args:
+            args = ", ".join(f"{k}={v}" for k, v in model_args.items())
+            raise UserError(
+                f"train.pretrained: the weights in '{path}' do not fit model '{name}' with model_args {args}; "
+                "keep only arguments that leave its shapes as the weights have them (dropout does, width does not)"
+            ) from None
         raise UserError(f"train.pretrained: the weights in '{path}' do not fit model '{name}'") from None
     replace_head(model, entry.head, num_classes)
     return model

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imgpipe.data.augment import MANIFEST, SAMPLES, augment_dataset
+from imgpipe.data.augment import augment_dataset
+from imgpipe.layout import MANIFEST, SAMPLES
 from imgpipe.data.tensors import members
 from imgpipe.errors import UserError
 from imgpipe.params import AugmentParams

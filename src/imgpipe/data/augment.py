@@ -24,17 +24,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageOps
 
-from imgpipe.data.ingest import SOURCES_FILE
-from imgpipe.data.labelsets import LABELS_FILE, label_columns
+from imgpipe.data.labelsets import label_columns, positive_labels
 from imgpipe.data.readers import list_images, open_image
 from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 from imgpipe.errors import UserError
+from imgpipe.layout import LABEL, LABELS_FILE, MANIFEST, SAMPLES, SOURCES_FILE, SPLIT_ON_DISK
 from imgpipe.outputs import atomic_dir
 from imgpipe.params import AugmentParams
 from imgpipe.progress import progress
 
-MANIFEST = "manifest.csv"
-SAMPLES = "samples.png"  # a few sources beside their variants, to look at
 SAMPLE_ROWS = 12
 SAMPLE_CELL = 96  # px, the longer side of each image in the sample sheet
 ESTIMATE_FROM = 16  # sources whose copies' size sets the shard count
@@ -134,10 +132,10 @@ def labelled_images(raw: Path) -> list[tuple[str, dict]]:
     sources_file = raw / SOURCES_FILE
     if not sources_file.is_file():  # class folders written by hand: every image its own group
         paths = [p.relative_to(raw).as_posix() for p in list_images(raw)]
-        return [(p, {"label": p.split("/")[0], "group": p, "split_on_disk": ""}) for p in paths]
+        return [(p, {LABEL: p.split("/")[0], "group": p, SPLIT_ON_DISK: ""}) for p in paths]
     table = pd.read_csv(sources_file, dtype=str, keep_default_na=False)
     return [
-        (row["path"], {"label": row["path"].split("/")[0], "group": row["group"], "split_on_disk": row["split"]})
+        (row["path"], {LABEL: row["path"].split("/")[0], "group": row["group"], SPLIT_ON_DISK: row["split"]})
         for row in table.to_dict("records")
     ]
 
@@ -146,15 +144,11 @@ def sample_sources(items: list[tuple[str, dict]]) -> dict[str, str]:
     """Up to SAMPLE_ROWS sources for the sample sheet, with a caption: the first of each class,
     or (multi-label) the first ones, captioned with their labels."""
     chosen: dict[str, str] = {}
-    seen: set[str] = set()
     for source, labels in items:
-        if "label" in labels:
-            if labels["label"] in seen:
-                continue
-            seen.add(labels["label"])
-            chosen[source] = labels["label"]
-        else:
-            chosen[source] = " ".join(k.removeprefix("label:") for k, v in labels.items() if k.startswith("label:") and v == "1")
+        if LABEL not in labels:
+            chosen[source] = " ".join(positive_labels(labels))
+        elif labels[LABEL] not in chosen.values():
+            chosen[source] = labels[LABEL]
         if len(chosen) == SAMPLE_ROWS:
             break
     return chosen

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imgpipe.data.labelsets import IMAGES_DIR, make_table
+from imgpipe.data.labelsets import make_table
+from imgpipe.layout import IMAGES_DIR
 
 GROUPS = 60  # ~30 digit instances each, ~3 per class
 CANVAS = 64

@@ -26,14 +26,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.annotations import natural_sorted
 from imgpipe.data.archives import file_sha256
 from imgpipe.data.labelsets import (
-    IMAGES_DIR,
-    LABELS_FILE,
     label_matrix,
     label_names,
     make_table,
+    natural_sorted,
 )
 from imgpipe.data.readers import (
     IMAGE_EXTENSIONS,
@@ -43,11 +41,9 @@ from imgpipe.data.readers import (
     junk_reason,
 )
 from imgpipe.errors import UserError
+from imgpipe.layout import FILES_LIST, IMAGES_DIR, LABELS_FILE, METRICS_FILE, REPORT_FILE, SOURCES_FILE
 from imgpipe.progress import progress
 
-REPORT_FILE, METRICS_FILE = "report.json", "metrics.json"  # in the download stage's metrics folder
-SOURCES_FILE = "sources.csv"  # single-label: path, origin, group, split (on disk) of every image
-FILES_LIST = "files.csv"  # every other file of the download stage's output, with the md5 of its bytes
 SPLIT_FOLDERS = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val",
@@ -86,6 +82,11 @@ class Report:
     splits_on_disk: dict[str, int] | None = None  # images per on-disk split folder
     notes: list[str] = field(default_factory=list)  # annotation-file anomalies
 
+    @property
+    def unit(self) -> str:
+        """What `counts` counts."""
+        return "labels" if self.multilabel else "classes"
+
     def skip(self, origin: str, reason: str) -> None:
         self.skipped.append({"file": origin, "reason": reason})
 
@@ -101,7 +102,7 @@ class Report:
         return {
             "source": self.source,
             "images": self.images,
-            "classes" if not self.multilabel else "labels": self.counts,
+            self.unit: self.counts,
             "skipped_files": len(self.skipped),
             "skipped_by_reason": dict(sorted(self.skip_reasons.items())),
             "duplicate_sets": len(self.duplicates),
@@ -120,7 +121,7 @@ class Report:
         """The totals, for `dvc metrics diff` and `dvc exp show` (the details stay in the report)."""
         return {
             "images": self.images,
-            "classes" if not self.multilabel else "labels": len(self.counts),
+            self.unit: len(self.counts),
             "skipped_files": len(self.skipped),
             "duplicate_sets": len(self.duplicates),
             "duplicate_conflicts": self.conflicts,
@@ -216,7 +217,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
 
 def class_folders_as_table(images: list[Image]) -> pd.DataFrame:
     """`task: multilabel` on class folders: a label table with one positive label per image."""
-    classes = natural_sorted(sorted({image.label for image in images}))
+    classes = natural_sorted({image.label for image in images})
     index = {name: k for k, name in enumerate(classes)}
     targets = np.eye(len(classes), dtype=np.uint8)[[index[image.label] for image in images]]
     table = make_table([image.dest for image in images], classes, targets)

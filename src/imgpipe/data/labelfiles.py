@@ -22,8 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.annotations import class_names
-from imgpipe.data.labelsets import make_table
+from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import list_images
 from imgpipe.errors import UserError
 
@@ -166,8 +165,8 @@ def _build_table(matched: dict[str, set[str]], labels: list[str]) -> pd.DataFram
 
 
 def _sorted_labels(names: Iterable[str]) -> list[str]:
-    """Same order as single-label class names: numeric names numerically, others alphabetically."""
-    return class_names(pd.DataFrame({"label": sorted(set(names))}))
+    """Same order as single-label class names (`natural_sorted`)."""
+    return natural_sorted(set(names))
 
 
 # --- format 3: a folder of <label>.txt files ---------------------------------------------------------------

@@ -8,14 +8,14 @@ still part of the vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-LABEL_PREFIX = "label:"
-LABELS_FILE = "labels.csv"  # written by the download stage beside `images/`
-IMAGES_DIR = "images"
+from imgpipe.layout import LABEL, LABEL_PREFIX
+
 
 
 def make_table(
@@ -36,8 +36,25 @@ def label_names(table: pd.DataFrame) -> list[str]:
     return [c.removeprefix(LABEL_PREFIX) for c in label_columns(table)]
 
 
+def positive_labels(row: Mapping[str, str]) -> list[str]:
+    """The labels one row of a label table (column -> "0"/"1", as read from CSV) carries."""
+    return [c.removeprefix(LABEL_PREFIX) for c, v in row.items() if c.startswith(LABEL_PREFIX) and v == "1"]
+
+
 def is_multilabel(table: pd.DataFrame) -> bool:
+    """The one test of a table's task: `label:<name>` columns (else one `label` column).
+    Training and later stages ask `imgpipe.task.task_of(table)`, which uses it."""
     return bool(label_columns(table))
+
+
+def label_sets(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Class (multi-label: label) names and the (N, K) 0/1 matrix of either kind of table; a
+    single-label row is one-hot, its classes in `natural_sorted` order."""
+    if is_multilabel(table):
+        return label_names(table), label_matrix(table)
+    classes = natural_sorted(table[LABEL].unique().tolist())
+    index = {name: k for k, name in enumerate(classes)}
+    return classes, np.eye(len(classes), dtype=np.uint8)[[index[label] for label in table[LABEL]]]
 
 
 def label_matrix(table: pd.DataFrame) -> np.ndarray:
@@ -46,10 +63,26 @@ def label_matrix(table: pd.DataFrame) -> np.ndarray:
     return table[columns].astype(np.uint8).to_numpy() if columns else np.zeros((len(table), 0), np.uint8)
 
 
+def split_group(name: str) -> tuple[str, str] | None:
+    """`p1=7` -> ("p1", "7"): a label's one-of group and its value; None outside any group."""
+    group, sep, value = name.partition("=")
+    return (group, value) if sep else None
+
+
 def label_groups(labels: Sequence[str]) -> dict[str, list[int]]:
     """Labels named `group=value` (`p1=7`) by group, in order; groups of one label are left out."""
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(labels):
-        if "=" in name:
-            groups.setdefault(name.split("=", 1)[0], []).append(i)
+        if parts := split_group(name):
+            groups.setdefault(parts[0], []).append(i)
     return {g: members for g, members in groups.items() if len(members) > 1}
+
+
+def natural_key(name: str) -> tuple[list, str]:
+    """Sort key reading digit runs as numbers (p2 < p10, 9 < 10); ties by the name itself."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)], name
+
+
+def natural_sorted(names: Sequence[str]) -> list[str]:
+    """Class and label names in the order people expect: `natural_key`."""
+    return sorted(names, key=natural_key)

@@ -30,9 +30,9 @@ from imgpipe.data.ingest import (
     write_table,
 )
 from imgpipe.data.labelfiles import find_annotations, read_label_source
-from imgpipe.data.labelsets import IMAGES_DIR
 from imgpipe.data.readers import is_image_file, list_images
 from imgpipe.errors import UserError
+from imgpipe.layout import IMAGES_DIR
 from imgpipe.outputs import staged_outputs
 from imgpipe.params import DataParams
 

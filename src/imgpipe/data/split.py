@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.augment import MANIFEST
-from imgpipe.data.labelsets import is_multilabel, label_matrix, label_names
+from imgpipe.data.labelsets import is_multilabel, label_matrix, label_sets
 from imgpipe.data.stratify import SPLITS, iterative_split
 from imgpipe.errors import UserError
+from imgpipe.layout import LABEL, MANIFEST, SPLIT_ON_DISK
 from imgpipe.outputs import staged_outputs
 from imgpipe.params import SplitParams
 
@@ -45,11 +45,11 @@ def split_by_class(
     """
     key = "group" if "group" in manifest.columns else "source"
     sources = manifest.drop_duplicates("source")
-    groups = sources.drop_duplicates(key)[[key, "label"]]
+    groups = sources.drop_duplicates(key)[[key, LABEL]]
     fractions = fractions or (params.train, params.val, params.test)
     by_group = {}
     rng = np.random.default_rng(seed)
-    for _, members in groups.groupby("label", sort=True):
+    for _, members in groups.groupby(LABEL, sort=True):
         names = members[key].to_numpy()
         names = names[rng.permutation(len(names))]
         by_group.update(zip(names, allocate(len(names), fractions), strict=True))
@@ -62,13 +62,13 @@ def split_on_disk(manifest: pd.DataFrame, params: SplitParams, seed: int) -> dic
     A split the dataset lacks but the params ask for (no `val/` folder, say) is drawn from the
     shipped train images, per class, in proportion to the fractions.
     """
-    if "split_on_disk" not in manifest.columns or (manifest["split_on_disk"] == "").any():
+    if SPLIT_ON_DISK not in manifest.columns or (manifest[SPLIT_ON_DISK] == "").any():
         raise UserError(
             "split.respect_existing is true but data.source is not split on disk "
             "(class folders inside train/, val/ or test/ folders); set it to false"
         )
     sources = manifest.drop_duplicates("source")
-    assignment = dict(zip(sources["source"], sources["split_on_disk"], strict=True))
+    assignment = dict(zip(sources["source"], sources[SPLIT_ON_DISK], strict=True))
     shipped = set(assignment.values())
     missing = [s for s in SPLITS if s not in shipped and getattr(params, s) > 0]
     if missing and "train" in shipped:
@@ -119,12 +119,9 @@ def allocate(n: int, fractions: tuple[float, float, float]) -> list[str]:
 
 def class_counts(annotations: pd.DataFrame) -> pd.DataFrame:
     """Images per class (multi-label: per label) and split (rows: classes, columns: splits)."""
-    if is_multilabel(annotations):
-        ones = pd.DataFrame(label_matrix(annotations), columns=label_names(annotations))
-        table = ones.groupby(annotations["split"].to_numpy()).sum().T.rename_axis(index="label", columns="split")
-    else:
-        table = annotations.groupby(["label", "split"]).size().unstack(fill_value=0)
-    return table.reindex(columns=list(SPLITS), fill_value=0)
+    names, ones = label_sets(annotations)
+    table = pd.DataFrame(ones, columns=names).groupby(annotations["split"].to_numpy()).sum().T
+    return table.rename_axis(index="label", columns="split").reindex(columns=list(SPLITS), fill_value=0)
 
 
 def check_no_split_starved(annotations: pd.DataFrame, params: SplitParams) -> None:

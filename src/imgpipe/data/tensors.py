@@ -15,16 +15,20 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from imgpipe.data.labelsets import is_multilabel, label_matrix
 from imgpipe.data.readers import Readable, load_pixels
-from imgpipe.data.shards import SHARDS_DIR, Member
+from imgpipe.data.shards import Member
 from imgpipe.errors import UserError
+from imgpipe.layout import SHARDS_DIR
 from imgpipe.progress import progress
+
+if TYPE_CHECKING:
+    from imgpipe.task import Task
 
 STATS_CHUNK = 4096  # images per step when computing channel statistics
 DECODE_CHUNK = 256  # images handed to the decoding threads at a time
@@ -107,28 +111,19 @@ class LabelledImages:
     images: torch.Tensor  # (N, C, H, W) uint8, in memory or memory-mapped
     targets: torch.Tensor  # (N,) int64 class indices, or (N, K) float 0/1 for multi-label
 
-    @property
-    def multilabel(self) -> bool:
-        return self.targets.dim() == 2
-
 
 def load_split(
     table: pd.DataFrame,
     split: str,
     images_root: Path,
-    classes: list[str],
+    task: Task,
     size: int,
     channels: int,
     cache_dir: Path | None = None,
 ) -> LabelledImages:
-    """Decode the images of one split of the annotation table; into `cache_dir/<split>.npy`
-    (memory-mapped) when given, else into memory."""
+    """Decode the images of one split of the annotation table, with the task's targets; into
+    `cache_dir/<split>.npy` (memory-mapped) when given, else into memory."""
     rows = table[table["split"] == split]
     out = None if cache_dir is None else Path(cache_dir) / f"{split}.npy"
     images = load_images(members(rows, images_root), size, channels, desc=split, out=out)
-    if is_multilabel(table):
-        targets = torch.from_numpy(label_matrix(rows)).float()  # (N, K), columns in `classes` order
-        return LabelledImages(images, targets.reshape(len(rows), len(classes)))
-    index = {name: i for i, name in enumerate(classes)}
-    targets = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
-    return LabelledImages(images, targets)
+    return LabelledImages(images, task.targets(rows))

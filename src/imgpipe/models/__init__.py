@@ -1,4 +1,4 @@
-"""Model registry: `create_model(name, num_classes=..., in_channels=..., image_size=...)`.
+"""Model registry: `create_model(name, num_classes=..., in_channels=..., image_size=..., **model_args)`.
 
 Each family lives in its own module and registers its entries on import.
 """

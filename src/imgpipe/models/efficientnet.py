@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from imgpipe.models.registry import register_model
+from imgpipe.models.registry import check_dropout, register_model
 
 SE_RATIO = 0.25  # squeeze width, as a fraction of the block's input channels
 
@@ -71,6 +71,8 @@ class EfficientNetSE(nn.Module):
 
 
 @register_model("efficientnet_se", head="classifier.1")
-def efficientnet_se(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """A seven-block EfficientNet-style network with 3x3 and 5x5 depthwise convs."""
-    return EfficientNetSE(in_channels, num_classes)
+def efficientnet_se(*, num_classes: int, in_channels: int, image_size: int, dropout: float = 0.2) -> nn.Module:
+    """A seven-block EfficientNet-style network with 3x3 and 5x5 depthwise convs; `dropout` before
+    the classifier."""
+    check_dropout(dropout)
+    return EfficientNetSE(in_channels, num_classes, dropout=dropout)

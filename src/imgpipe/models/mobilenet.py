@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from imgpipe.models.adapt import with_input_channels
-from imgpipe.models.registry import register_model
+from imgpipe.models.registry import check_dropout, register_model
 
 STEM_CONV = "features.0.0"  # the first Conv2dNormActivation's Conv2d
 # torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for ImageNet's 600-epoch
@@ -28,18 +28,22 @@ def with_bn_momentum(model: nn.Module, momentum: float = BN_MOMENTUM) -> nn.Modu
 
 # IMAGENET1K_V1 for both: it is all torchvision has for Small, so both sizes share one training recipe.
 @register_model("mobilenetv3", head="classifier.3", weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1")
-def mobilenetv3(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's MobileNetV3-Large, from scratch (random init), BatchNorm momentum 0.1."""
+def mobilenetv3(*, num_classes: int, in_channels: int, image_size: int, dropout: float = 0.2) -> nn.Module:
+    """torchvision's MobileNetV3-Large, from scratch (random init), BatchNorm momentum 0.1;
+    `dropout` before the classifier (torchvision's default 0.2)."""
     from torchvision.models import mobilenet_v3_large
 
-    model = mobilenet_v3_large(weights=None, num_classes=num_classes)
+    check_dropout(dropout)
+    model = mobilenet_v3_large(weights=None, num_classes=num_classes, dropout=dropout)
     return with_bn_momentum(with_input_channels(model, STEM_CONV, in_channels))
 
 
 @register_model("mobilenetv3_small", head="classifier.3", weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1")
-def mobilenetv3_small(*, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's MobileNetV3-Small, from scratch (random init), BatchNorm momentum 0.1."""
+def mobilenetv3_small(*, num_classes: int, in_channels: int, image_size: int, dropout: float = 0.2) -> nn.Module:
+    """torchvision's MobileNetV3-Small, from scratch (random init), BatchNorm momentum 0.1;
+    `dropout` before the classifier (torchvision's default 0.2)."""
     from torchvision.models import mobilenet_v3_small
 
-    model = mobilenet_v3_small(weights=None, num_classes=num_classes)
+    check_dropout(dropout)
+    model = mobilenet_v3_small(weights=None, num_classes=num_classes, dropout=dropout)
     return with_bn_momentum(with_input_channels(model, STEM_CONV, in_channels))

@@ -7,13 +7,16 @@ which the default `cnn` never needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from imgpipe.errors import UserError
+from imgpipe.params import PIPELINE_MODEL_ARGS
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -23,7 +26,7 @@ ModelFactory = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelEntry:
-    build: ModelFactory  # (num_classes, in_channels, image_size) -> nn.Module
+    build: ModelFactory  # (num_classes, in_channels, image_size, **model_args) -> nn.Module
     head: str  # dotted path of the final classifier nn.Linear, e.g. "fc"; dummy's is a bias-only module
     weights_name: str | None = None  # torchvision's ImageNet weights, e.g. "ResNet18_Weights.IMAGENET1K_V1"
 
@@ -41,7 +44,10 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, *, head: str, weights: str | None = None) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register `factory(*, num_classes, in_channels, image_size) -> nn.Module`.
+    """Decorator: register `factory(*, num_classes, in_channels, image_size, ...) -> nn.Module`.
+
+    Any further keyword arguments of `factory` (`width: int = 32`) are the model's own, set by
+    `model_args` in params.yaml; their annotations say which YAML values they take.
 
     `head` names the output layer (replaced for pretrained weights, the only part trained
     with `train.freeze: backbone`); `weights`, torchvision's name for ImageNet weights
@@ -68,6 +74,68 @@ def get_model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """Build a registered model with freshly initialised weights."""
-    return get_model_entry(name).build(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+def create_model(name: str, *, num_classes: int, in_channels: int, image_size: int, **model_args: Any) -> nn.Module:
+    """Build a registered model with freshly initialised weights.
+
+    `model_args` (params.yaml's `model_args`) go to its factory as keyword arguments, checked
+    first against the factory's signature: a name it does not take, or a value of the wrong
+    type, is a one-line `UserError`.
+    """
+    entry = get_model_entry(name)
+    kwargs = check_model_args(name, entry.build, model_args)
+    return entry.build(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+
+
+YAML_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def model_args_of(factory: ModelFactory) -> list[str]:
+    """The names `model_args` may set for `factory`: its keyword arguments but num_classes, in_channels
+    and image_size."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(factory).parameters.values()
+    return [p.name for p in params if p.kind in kinds and p.name not in PIPELINE_MODEL_ARGS]
+
+
+def check_model_args(name: str, factory: ModelFactory, model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """`model_args` checked against `factory`'s signature, an int passed where a float is annotated
+    converted (YAML's `0` for a dropout). A factory taking `**kwargs` accepts any name, as timm's do."""
+    accepted = model_args_of(factory)
+    any_name = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    try:
+        hints = typing.get_type_hints(factory)
+    except NameError:  # an annotation that does not resolve: values go unchecked
+        hints = {}
+    checked = {}
+    for key, value in model_args.items():
+        if key not in accepted and not any_name:
+            takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes none"
+            raise UserError(f"params: model_args '{key}' is not an argument of model '{name}'; {takes}")
+        checked[key] = _typed(value, hints.get(key), f"model_args.{key}")
+    return checked
+
+
+def _typed(value: Any, hint: Any, key: str) -> Any:
+    """`value` as the annotation `hint` asks (bool, int, float or str); other hints pass it as is."""
+    if hint is float and isinstance(value, str):
+        try:
+            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string
+        except ValueError:
+            pass
+    if hint not in YAML_TYPES:
+        return value
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = is_number if hint is float else isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    if not fits:
+        raise UserError(f"params: '{key}' must be {YAML_TYPES[hint]}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def require_arg(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """A factory's range check on one of its `model_args`, as params.yaml's own are reported."""
+    if not ok:
+        raise UserError(f"params: 'model_args.{key}' is {value!r}; allowed: {allowed}")
+
+
+def check_dropout(dropout: float) -> None:
+    require_arg(0 <= dropout < 1, "dropout", dropout, "a rate in [0, 1)")

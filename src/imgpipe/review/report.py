@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe.decision import natural_key
-from imgpipe.outcomes import FILE as OUTCOMES_FILE
+from imgpipe.data.labelsets import natural_key
+from imgpipe.layout import OUTCOMES_FILE
 from imgpipe.outcomes import Outcomes, loads
 from imgpipe.outputs import staged_outputs
 from imgpipe.review.plots import Rendered, render_plots
@@ -128,10 +128,10 @@ def verdict(base: Side, head: Side, resamples: int) -> str:
 
 
 def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
-    accuracy = "Exact-match accuracy" if outcomes.task == "multilabel" else "Accuracy"
+    accuracy = outcomes.kind.accuracy_name
     n = result.images
     if not result.changed_decisions:
-        unit = "label set" if outcomes.task == "multilabel" else "class"
+        unit = outcomes.kind.unit
         return (
             f"**No change in test outcomes**: both models predict the same {unit} for each of the {n} "
             "test images, so every test metric is the same."

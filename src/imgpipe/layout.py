@@ -1,0 +1,29 @@
+"""The names stages pass each other: files inside a stage's output folder, and table columns.
+
+A stage's output folder itself (data/raw, data/augmented, ...) is named in dvc.yaml and reaches
+the stage as an option. Everything inside it that a later stage reads is named here, once.
+"""
+
+# download -> data/raw (and metrics/download)
+IMAGES_DIR = "images"  # multi-label: the images, beside LABELS_FILE
+LABELS_FILE = "labels.csv"  # multi-label: path, group and one 0/1 LABEL_PREFIX column per label
+SOURCES_FILE = "sources.csv"  # single-label: path (<class>/<file>), origin, group, split as shipped on disk
+FILES_LIST = "files.csv"  # every other file of data/raw with the md5 of its bytes (augment's dependency)
+REPORT_FILE = "report.json"  # in metrics/download: what happened to every file
+METRICS_FILE = "metrics.json"  # in metrics/download: the totals
+
+# augment -> data/augmented
+MANIFEST = "manifest.csv"  # one row per image: ANNOTATION_COLUMNS but `split`, plus the labels
+SHARDS_DIR = "shards"  # the augmented copies, packed into tar shards (imgpipe.data.shards)
+SAMPLES = "samples.png"  # a few sources beside their variants, for people to look at
+
+# Columns
+LABEL = "label"  # single-label: the class name
+LABEL_PREFIX = "label:"  # multi-label: one 0/1 column per label, `label:<name>`
+SPLIT_ON_DISK = "split_on_disk"  # the split folder an image shipped in ("" when none)
+
+# split -> data/annotations.csv: the rows train, evaluate and predict read images through
+ANNOTATION_COLUMNS = ("path", "source", "transform", "file", "offset", "size", "split", "md5")
+
+# evaluate -> metrics/evaluate
+OUTCOMES_FILE = "outcomes.json"  # each test image's outcome (imgpipe.outcomes), for `imgpipe review`

@@ -1,0 +1,323 @@
+"""The task: single-label (`Multiclass`) or multi-label (`Multilabel`) classification.
+
+Every difference between the two lives here, so a stage or the training loop asks its task and
+never tests the kind itself. The task is decided once, from the annotation table (`task_of`: a
+multi-label table has `label:<name>` columns, a single-label one a `label` column), and stored in
+the model file (`spec_fields`, read back by `task_from_spec`), so evaluate and predict apply the
+decision rule training chose. A new metric or output is one method on each class.
+
+Shapes: logits and probabilities are (N, K). Single-label targets and decisions are (N,) class
+indices; multi-label ones are (N, K) 0/1 label sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from imgpipe.data.labelsets import (
+    is_multilabel,
+    label_matrix,
+    label_names,
+    natural_sorted,
+    split_group,
+)
+from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
+from imgpipe.errors import UserError
+from imgpipe.metrics import (
+    classification_metrics,
+    confusion_counts,
+    cooccurrence_counts,
+    group_accuracy,
+    labels_without_examples,
+    multilabel_metrics,
+    per_class_table,
+    per_label_table,
+)
+from imgpipe.optim import LOSSES, MULTILABEL_LOSSES, LossFn, choose, positive_weights
+from imgpipe.params import TrainParams
+
+if TYPE_CHECKING:
+    from imgpipe.checkpoint import ModelSpec
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """The evaluate stage's results on the test split."""
+
+    metrics: dict  # metrics.json
+    per_class: list[dict]  # per_class.csv rows (multi-label: per label)
+    confusion: list[dict]  # confusion.json rows (multi-label: label co-occurrence)
+
+
+@dataclass(frozen=True)
+class Multiclass:
+    """One class per image: softmax over the classes, argmax decides."""
+
+    classes: list[str]
+    name: ClassVar[str] = "multiclass"
+    kind: ClassVar[str] = "single-label"
+    unit: ClassVar[str] = "class"  # what one prediction is, in words
+    accuracy_name: ClassVar[str] = "Accuracy"
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame) -> Multiclass:
+        return cls(natural_sorted(table["label"].unique().tolist()))
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Multiclass:
+        return cls(list(spec.classes))
+
+    def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
+        """(N, K) 0/1: each row's class, one-hot."""
+        return np.eye(len(self.classes), dtype=np.uint8)[self.indices(rows)]
+
+    def indices(self, rows: pd.DataFrame) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.classes)}
+        return np.array([index[label] for label in rows["label"]], dtype=np.int64)
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor:
+        """(N,) int64 class indices."""
+        return torch.from_numpy(self.indices(rows))
+
+    def check_params(self, params: TrainParams) -> None:
+        if params.monitor == "val/f1_micro":
+            raise UserError("params: train.monitor val/f1_micro is for multi-label data (single-label: use val/accuracy)")
+        if params.pos_weight != "none":
+            raise UserError("params: train.pos_weight is for multi-label data; set it to none")
+
+    def loss_name(self, params: TrainParams) -> str:
+        return "cross_entropy" if params.loss == "auto" else params.loss
+
+    def create_loss(self, params: TrainParams, train_targets: torch.Tensor) -> LossFn:
+        self.check_params(params)
+        name = self.loss_name(params)
+        return choose(LOSSES, "loss", name)(dataclasses.replace(params, loss=name))
+
+    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> Multiclass:
+        return self
+
+    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> Multiclass:
+        return self
+
+    def decide(self, logits: torch.Tensor) -> np.ndarray:
+        return logits.argmax(1).numpy()  # (N,)
+
+    def one_hot(self, values: np.ndarray) -> np.ndarray:
+        """(N, K) bool, for decisions or targets in this task's shape."""
+        return np.eye(len(self.classes), dtype=bool)[values]
+
+    def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
+        scores = classification_metrics(targets.numpy(), self.decide(logits))
+        return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
+
+    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> TestScores:
+        return TestScores(
+            {**classification_metrics(y_true, y_pred), "test_images": len(y_true)},
+            per_class_table(y_true, y_pred, self.classes),
+            confusion_counts(y_true, y_pred, self.classes),
+        )
+
+    def check_matches(self, table_task: Multiclass | Multilabel) -> str | None:
+        """What keeps a model of this task from scoring `table_task`'s table, or None."""
+        unknown = [name for name in table_task.classes if name not in self.classes]
+        return ", ".join(unknown[:5]) or None
+
+    def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
+        """`path`, the predicted `label` and its `probability`."""
+        best, index = torch.softmax(logits, dim=1).max(dim=1)
+        return [
+            {"path": str(p), "label": self.classes[i], "probability": round(float(q), 6)}
+            for p, i, q in zip(paths, index.tolist(), best.tolist(), strict=True)
+        ]
+
+    def spec_fields(self) -> dict:
+        return {"task": self.name, "thresholds": [], "groups": []}
+
+    # Outcome records (imgpipe.outcomes): per image, the class index.
+    @staticmethod
+    def correct(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        return actual == predicted
+
+    @staticmethod
+    def truth(row: np.ndarray, classes: list[str]) -> str:
+        return classes[int(row)]
+
+    @staticmethod
+    def encode(values: np.ndarray, k: int) -> bytes:
+        return values.astype(_index_dtype(k)).tobytes()  # (N,)
+
+    @staticmethod
+    def decode(raw: bytes, n: int, k: int) -> np.ndarray:
+        values = np.frombuffer(raw, dtype=_index_dtype(k)).astype(np.int64)  # (N,)
+        if len(values) != n or (n and values.max() >= k):
+            raise ValueError(f"{len(values)} class indices for {n} images of {k} classes")
+        return values
+
+
+@dataclass(frozen=True)
+class Multilabel:
+    """Any set of labels per image: a sigmoid per label, decided by `rule` (per-label
+    thresholds, argmax within `group=value` one-of groups)."""
+
+    classes: list[str]  # the labels, in vocabulary order
+    rule: DecisionRule = field(default_factory=lambda: DecisionRule([], []))
+    name: ClassVar[str] = "multilabel"
+    kind: ClassVar[str] = "multi-label"
+    unit: ClassVar[str] = "label set"
+    accuracy_name: ClassVar[str] = "Exact-match accuracy"
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame) -> Multilabel:
+        return cls(label_names(table))
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Multilabel:
+        return cls(list(spec.classes), DecisionRule(list(spec.thresholds), [list(m) for m in spec.groups]))
+
+    def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
+        """(N, K) 0/1 in vocabulary order."""
+        return label_matrix(rows).reshape(len(rows), len(self.classes))
+
+    def targets(self, rows: pd.DataFrame) -> torch.Tensor:
+        """(N, K) float 0/1."""
+        return torch.tensor(self.label_matrix(rows), dtype=torch.float32)
+
+    def check_params(self, params: TrainParams) -> None:
+        name = self.loss_name(params)
+        if name == "cross_entropy":
+            raise UserError(
+                "params: train.loss 'cross_entropy' is single-label (one softmax over all classes); "
+                f"for multi-label data use auto or one of: {', '.join(MULTILABEL_LOSSES)}"
+            )
+        if params.label_smoothing > 0:
+            raise UserError("params: train.label_smoothing is for cross_entropy on single-label data; set it to 0")
+        if params.pos_weight == "auto" and name != "bce":
+            raise UserError(f"params: train.pos_weight auto works with train.loss bce, not '{name}'")
+
+    def loss_name(self, params: TrainParams) -> str:
+        return "bce" if params.loss == "auto" else params.loss
+
+    def create_loss(self, params: TrainParams, train_targets: torch.Tensor) -> LossFn:
+        self.check_params(params)
+        pos_weight = positive_weights(train_targets) if params.pos_weight == "auto" else None
+        return choose(MULTILABEL_LOSSES, "loss", self.loss_name(params))(pos_weight)
+
+    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> Multilabel:
+        """The validation rule: `train.threshold` (0.5 while `tune` waits for the end) and the
+        groups that are one-of in the train split."""
+        groups, broken = one_of_groups(self.classes, train_targets.numpy())
+        if broken:
+            print(f"train: label group(s) {', '.join(broken)} are not one-of in the train split; "
+                  "decoded per label by threshold")
+        threshold = 0.5 if params.threshold == "tune" else float(params.threshold)
+        return dataclasses.replace(self, rule=DecisionRule([threshold] * len(self.classes), groups))
+
+    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> Multilabel:
+        """`threshold: tune`: per-label thresholds for the best F1 on val (`val_logits()` gives
+        the best epoch's validation logits)."""
+        if params.threshold != "tune":
+            return self
+        thresholds = tune_thresholds(torch.sigmoid(val_logits()).numpy(), val_targets.numpy())
+        print("train: tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
+              + (" ..." if len(thresholds) > 10 else ""))
+        return dataclasses.replace(self, rule=DecisionRule(list(thresholds), self.rule.groups))
+
+    def decide(self, logits: torch.Tensor) -> np.ndarray:
+        return self.rule.decide(torch.sigmoid(logits).numpy())  # (N, K)
+
+    def one_hot(self, values: np.ndarray) -> np.ndarray:
+        return values.astype(bool)
+
+    def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
+        scores = multilabel_metrics(targets.numpy().astype(np.uint8), self.decide(logits))
+        return {"accuracy": scores["exact_match_accuracy"], "f1_macro": scores["f1_macro"], "f1_micro": scores["f1_micro"]}
+
+    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> TestScores:
+        """Metrics (with per-position accuracy for one-of groups), per-label rows with their
+        thresholds, and label co-occurrence counts."""
+        y_true = y_true.astype(np.uint8)
+        metrics: dict = {**multilabel_metrics(y_true, y_pred), "test_images": len(y_true)}
+        if self.rule.groups:
+            metrics.update(group_accuracy(y_true, y_pred, {split_group(self.classes[m[0]])[0]: m for m in self.rule.groups}))
+        missing = labels_without_examples(y_true, self.classes)
+        metrics["labels_without_test_examples"] = len(missing)
+        if missing:  # also visible in per_class.csv: support 0, recall and F1 empty
+            print(f"evaluate: {len(missing)} label(s) have no test example (left out of macro averages): "
+                  + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        per_label = per_label_table(y_true, y_pred, self.classes)
+        for row, threshold in zip(per_label, self.rule.thresholds, strict=True):
+            row["threshold"] = round(threshold, 6)
+        return TestScores(metrics, per_label, cooccurrence_counts(y_true, y_pred, self.classes))
+
+    def check_matches(self, table_task: Multiclass | Multilabel) -> str | None:
+        if table_task.classes == self.classes:
+            return None
+        unknown = [name for name in table_task.classes if name not in self.classes]
+        return ", ".join(unknown[:5]) or "in a different order"
+
+    def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
+        """`path`, `labels` (the predicted names joined by a space), `sequence` when the labels
+        form `group=value` groups, and one `prob:<label>` column per label."""
+        probs = torch.sigmoid(logits).numpy()  # (B, K)
+        rows = []
+        for path, chosen, p in zip(paths, self.rule.decide(probs), probs, strict=True):
+            row = {"path": str(path), "labels": " ".join(self.classes[k] for k in np.flatnonzero(chosen))}
+            if self.rule.groups:
+                row["sequence"] = self.sequence(chosen)
+            row.update({f"prob:{name}": round(float(q), 6) for name, q in zip(self.classes, p, strict=True)})
+            rows.append(row)
+        return rows
+
+    def sequence(self, chosen: np.ndarray) -> str:
+        """The chosen value of each group in order, joined by a space; `blank` values are left
+        out (`p1=7 p2=3 p3=blank ...` reads `7 3`)."""
+        values = [split_group(self.classes[k])[1] for members in self.rule.groups for k in members if chosen[k]]
+        return " ".join(v for v in values if v != "blank")
+
+    def spec_fields(self) -> dict:
+        return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups}
+
+    # Outcome records (imgpipe.outcomes): per image, the label bits.
+    @staticmethod
+    def correct(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        return (actual == predicted).all(axis=1)  # exact match
+
+    @staticmethod
+    def truth(row: np.ndarray, classes: list[str]) -> str:
+        return json.dumps(sorted(classes[k] for k in np.flatnonzero(row)))
+
+    @staticmethod
+    def encode(values: np.ndarray, k: int) -> bytes:
+        return np.packbits(values.astype(bool), axis=1).tobytes()  # (N, ceil(K / 8))
+
+    @staticmethod
+    def decode(raw: bytes, n: int, k: int) -> np.ndarray:
+        packed = np.frombuffer(raw, dtype=np.uint8).reshape(n, (k + 7) // 8)
+        return np.unpackbits(packed, axis=1, count=k)  # (N, K) uint8
+
+
+Task = Multiclass | Multilabel
+TASKS: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}
+
+
+def task_of(table: pd.DataFrame) -> Task:
+    """The task of an annotation table (or manifest): multi-label when it has `label:` columns."""
+    return (Multilabel if is_multilabel(table) else Multiclass).from_table(table)
+
+
+def task_from_spec(spec: ModelSpec) -> Task:
+    """The task a model file was trained for, with its decision rule."""
+    return TASKS[spec.task].from_spec(spec)
+
+
+def _index_dtype(k: int) -> np.dtype:
+    return np.dtype(np.uint8 if k <= 2**8 else np.uint16 if k <= 2**16 else np.uint32)
+
