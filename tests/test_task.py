@@ -93,7 +93,7 @@ def test_test_scores_give_per_class_rows_and_confusion_for_both_tasks():
 )
 def test_outcome_records_round_trip_through_the_tasks_codec(task, actual, predicted):
     record = record_outcomes(["m1", "m2", "m3"], task.classes, actual, predicted, task.name)
-    assert record.kind is type(task)
+    assert isinstance(task, record.kind) and record.kind.name == task.name
     raw = task.encode(record.actual, len(task.classes))
     assert np.array_equal(task.decode(raw, 3, len(task.classes)), record.actual)
     assert record.correct().sum() == 2

@@ -55,7 +55,7 @@ def check_task_matches(model_task: Task, table_task: Task, annotations: Path, mo
     """The annotation file must be of the model's task, with labels the model knows."""
     if table_task.name != model_task.name:
         raise UserError(
-            f"{annotations} is {table_task.kind} but the model {model_path} is {model_task.kind}; retrain (dvc repro)"
+            f"{annotations} is {table_task.adjective} but the model {model_path} is {model_task.adjective}; retrain (dvc repro)"
         )
     if shown := model_task.check_matches(table_task):
         raise UserError(f"{annotations}: label(s) {shown} do not match the model {model_path}; retrain")

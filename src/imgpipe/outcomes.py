@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.task import TASKS
+from imgpipe.kinds import KINDS, LabelSets, SingleLabel
 
 FORMAT = 1
 ENCODING = (
@@ -31,7 +31,7 @@ ENCODING = (
 
 @dataclass(frozen=True)
 class Outcomes:
-    task: str  # a name in imgpipe.task.TASKS: multiclass | multilabel
+    task: str  # a name in imgpipe.kinds.KINDS: multiclass | multilabel
     classes: list[str]  # class (multi-label: label) names, the columns of `one_hot`
     test_set: str  # sha256 of the test images' md5 and truth, in the stored order
     actual: np.ndarray  # (N,) class indices, or (N, K) 0/1 for multi-label
@@ -41,14 +41,14 @@ class Outcomes:
         return len(self.actual)
 
     @property
-    def kind(self):
-        """The task's class (`imgpipe.task`): how its outcomes are compared and named."""
-        return TASKS[self.task]
+    def kind(self) -> type[SingleLabel | LabelSets]:
+        """The kind of result (`imgpipe.kinds`): how its outcomes are compared and named."""
+        return KINDS[self.task]
 
     def one_hot(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, K) bool truth and decisions; a single-label image is one-hot."""
-        task = self.kind(self.classes)
-        return task.one_hot(self.actual), task.one_hot(self.predicted)
+        kind = self.kind(self.classes)
+        return kind.one_hot(self.actual), kind.one_hot(self.predicted)
 
     def correct(self) -> np.ndarray:
         """(N,) bool: the image is right (multi-label: every label right, exact match)."""
@@ -64,7 +64,7 @@ def record_outcomes(
     if not len(md5s) == len(actual) == len(predicted):
         raise ValueError(f"{len(md5s)} images, {len(actual)} true and {len(predicted)} predicted outcomes")
     classes = list(classes)
-    truth = [TASKS[task].truth(row, classes) for row in actual]
+    truth = [KINDS[task].truth(row, classes) for row in actual]
     order = sorted(range(len(md5s)), key=lambda i: (md5s[i], truth[i]))
     key = hashlib.sha256(json.dumps([[md5s[i], truth[i]] for i in order]).encode()).hexdigest()
     return Outcomes(task, classes, key, actual[order], predicted[order])
@@ -92,13 +92,13 @@ def loads(text: str) -> Outcomes:
     """Parse a record; ValueError when it is not one this version reads."""
     try:
         record = json.loads(text)
-        if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("task") not in TASKS:
+        if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("task") not in KINDS:
             raise ValueError(f"format {FORMAT} expected")
         n, classes, task = record["images"], record["classes"], record["task"]
         if not (isinstance(n, int) and n >= 0 and isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise ValueError("images must be a count and classes a list of names")
         k = len(classes)
-        actual, predicted = (TASKS[task].decode(_decode(record[name]), n, k) for name in ("actual", "predicted"))
+        actual, predicted = (KINDS[task].decode(_decode(record[name]), n, k) for name in ("actual", "predicted"))
         return Outcomes(task, classes, str(record["test_set"]), actual, predicted)
     except (KeyError, TypeError, ValueError, zlib.error, json.JSONDecodeError) as err:
         raise ValueError(f"not an imgpipe outcome record ({err})") from None

@@ -6,6 +6,9 @@ multi-label table has `label:<name>` columns, a single-label one a `label` colum
 the model file (`spec_fields`, read back by `task_from_spec`), so evaluate and predict apply the
 decision rule training chose. A new metric or output is one method on each class.
 
+What a result is per image (names, one-hot, exact match, the outcome record's codec) is the
+numpy-only base of each task in `imgpipe.kinds`, so `imgpipe review` runs without torch.
+
 Shapes: logits and probabilities are (N, K). Single-label targets and decisions are (N,) class
 indices; multi-label ones are (N, K) 0/1 label sets.
 """
@@ -16,7 +19,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +34,7 @@ from imgpipe.data.labelsets import (
 )
 from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.errors import UserError
+from imgpipe.kinds import LabelSets, SingleLabel
 from imgpipe.metrics import (
     classification_metrics,
     confusion_counts,
@@ -58,14 +62,8 @@ class TestScores:
 
 
 @dataclass(frozen=True)
-class Multiclass:
+class Multiclass(SingleLabel):
     """One class per image: softmax over the classes, argmax decides."""
-
-    classes: list[str]
-    name: ClassVar[str] = "multiclass"
-    kind: ClassVar[str] = "single-label"
-    unit: ClassVar[str] = "class"  # what one prediction is, in words
-    accuracy_name: ClassVar[str] = "Accuracy"
 
     @classmethod
     def from_table(cls, table: pd.DataFrame) -> Multiclass:
@@ -110,10 +108,6 @@ class Multiclass:
     def decide(self, logits: torch.Tensor) -> np.ndarray:
         return logits.argmax(1).numpy()  # (N,)
 
-    def one_hot(self, values: np.ndarray) -> np.ndarray:
-        """(N, K) bool, for decisions or targets in this task's shape."""
-        return np.eye(len(self.classes), dtype=bool)[values]
-
     def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
         scores = classification_metrics(targets.numpy(), self.decide(logits))
         return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
@@ -141,38 +135,13 @@ class Multiclass:
     def spec_fields(self) -> dict:
         return {"task": self.name, "thresholds": [], "groups": []}
 
-    # Outcome records (imgpipe.outcomes): per image, the class index.
-    @staticmethod
-    def correct(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-        return actual == predicted
-
-    @staticmethod
-    def truth(row: np.ndarray, classes: list[str]) -> str:
-        return classes[int(row)]
-
-    @staticmethod
-    def encode(values: np.ndarray, k: int) -> bytes:
-        return values.astype(_index_dtype(k)).tobytes()  # (N,)
-
-    @staticmethod
-    def decode(raw: bytes, n: int, k: int) -> np.ndarray:
-        values = np.frombuffer(raw, dtype=_index_dtype(k)).astype(np.int64)  # (N,)
-        if len(values) != n or (n and values.max() >= k):
-            raise ValueError(f"{len(values)} class indices for {n} images of {k} classes")
-        return values
-
 
 @dataclass(frozen=True)
-class Multilabel:
-    """Any set of labels per image: a sigmoid per label, decided by `rule` (per-label
-    thresholds, argmax within `group=value` one-of groups)."""
+class Multilabel(LabelSets):
+    """Any set of labels per image (`classes` are the labels, in vocabulary order): a sigmoid
+    per label, decided by `rule` (per-label thresholds, argmax within `group=value` groups)."""
 
-    classes: list[str]  # the labels, in vocabulary order
     rule: DecisionRule = field(default_factory=lambda: DecisionRule([], []))
-    name: ClassVar[str] = "multilabel"
-    kind: ClassVar[str] = "multi-label"
-    unit: ClassVar[str] = "label set"
-    accuracy_name: ClassVar[str] = "Exact-match accuracy"
 
     @classmethod
     def from_table(cls, table: pd.DataFrame) -> Multilabel:
@@ -233,9 +202,6 @@ class Multilabel:
     def decide(self, logits: torch.Tensor) -> np.ndarray:
         return self.rule.decide(torch.sigmoid(logits).numpy())  # (N, K)
 
-    def one_hot(self, values: np.ndarray) -> np.ndarray:
-        return values.astype(bool)
-
     def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
         scores = multilabel_metrics(targets.numpy().astype(np.uint8), self.decide(logits))
         return {"accuracy": scores["exact_match_accuracy"], "f1_macro": scores["f1_macro"], "f1_micro": scores["f1_micro"]}
@@ -285,27 +251,9 @@ class Multilabel:
     def spec_fields(self) -> dict:
         return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups}
 
-    # Outcome records (imgpipe.outcomes): per image, the label bits.
-    @staticmethod
-    def correct(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-        return (actual == predicted).all(axis=1)  # exact match
-
-    @staticmethod
-    def truth(row: np.ndarray, classes: list[str]) -> str:
-        return json.dumps(sorted(classes[k] for k in np.flatnonzero(row)))
-
-    @staticmethod
-    def encode(values: np.ndarray, k: int) -> bytes:
-        return np.packbits(values.astype(bool), axis=1).tobytes()  # (N, ceil(K / 8))
-
-    @staticmethod
-    def decode(raw: bytes, n: int, k: int) -> np.ndarray:
-        packed = np.frombuffer(raw, dtype=np.uint8).reshape(n, (k + 7) // 8)
-        return np.unpackbits(packed, axis=1, count=k)  # (N, K) uint8
-
 
 Task = Multiclass | Multilabel
-TASKS: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}
+TASKS: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}  # by kind
 
 
 def task_of(table: pd.DataFrame) -> Task:
@@ -316,8 +264,4 @@ def task_of(table: pd.DataFrame) -> Task:
 def task_from_spec(spec: ModelSpec) -> Task:
     """The task a model file was trained for, with its decision rule."""
     return TASKS[spec.task].from_spec(spec)
-
-
-def _index_dtype(k: int) -> np.dtype:
-    return np.dtype(np.uint8 if k <= 2**8 else np.uint16 if k <= 2**16 else np.uint32)
 
