@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/models.py [--budget 40] [--models cnn,mlp] [--workdir DIR]
 
-Prepares the data once with the pipeline's own download/augment/split (params.yaml defaults),
-then trains each model with params.yaml's train settings for a fixed wall-clock budget and prints
-parameters, training images per second, and test accuracy and macro F1 of the final weights.
+Prepares the data once with the pipeline's own download, augment and split stages (params.yaml as
+it is; the tests' `prepare`), then trains each model with params.yaml's train settings for a fixed
+wall-clock budget and prints parameters, training images per second, and test accuracy and macro
+F1 of the final weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +19,6 @@ from pathlib import Path
 import torch
 
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.augment import augment_dataset
-from imgpipe.data.sources import download
-from imgpipe.data.split import write_split
 from imgpipe.data.tensors import load_split
 from imgpipe.inference import predict_logits
 from imgpipe.metrics import classification_metrics
@@ -29,17 +28,12 @@ from imgpipe.task import task_of
 from imgpipe.training import build_model, make_fit, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import prepare  # noqa: E402  (the tests' download -> augment -> split, shared)
 
 
 class BudgetSpent(Exception):
     pass
-
-
-def prepare(work: Path, params) -> Path:
-    download(params.data.source, work / "raw", params.data.sha256, params.data.limit)
-    augment_dataset(work / "raw", work / "augmented", params.augment, params.seed)
-    write_split(work / "augmented", work / "annotations.csv", work / "split", params.split, params.seed)
-    return work / "annotations.csv"
 
 
 def bench_model(name: str, params, table, images_root: Path, budget: float) -> dict:
@@ -85,16 +79,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    params = load_params(REPO / "params.yaml")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="imgpipe-bench-models-"))
-    table = read_annotations(prepare(work, params))
+    work = prepare(args.workdir or Path(tempfile.mkdtemp(prefix="imgpipe-bench-models-")), {})
+    params = load_params(work / "params.yaml")
+    table = read_annotations(work / "data/annotations.csv")
     print(f"data: {params.data.source}, {int((table['split'] == 'train').sum())} train / "
           f"{int((table['split'] == 'test').sum())} test images, {params.image.size} px, "
           f"{params.image.channels} channel(s); budget {args.budget:g} s per model; "
           f"{torch.get_num_threads()} torch threads")
     print(f"{'model':<18} {'params':>11} {'train img/s':>12} {'epochs':>7} {'test acc':>9} {'macro F1':>9}")
     for name in args.models.split(","):
-        r = bench_model(name, params, table, work / "augmented", args.budget)
+        r = bench_model(name, params, table, work / "data/augmented", args.budget)
         print(f"{r['model']:<18} {r['params']:>11,} {r['img_per_s']:>12.0f} {r['epochs']:>7.1f} "
               f"{r['accuracy']:>9.4f} {r['f1_macro']:>9.4f}", flush=True)
 

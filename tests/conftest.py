@@ -1,12 +1,18 @@
-"""Shared fixtures: tiny real image datasets written into tmp_path."""
+"""Shared fixtures: tiny real image datasets written into tmp_path; and, built once per session
+and only read (a test that changes one works on a copy), the shapes set after the data stages,
+after every stage, and after a committed `dvc repro`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+from helpers import copy_prepared, listing, make_project, prepare, run, run_stages, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +48,50 @@ def write_shapes_dataset(root: Path, per_class: int = 10, size: int = 28, seed: 
 @pytest.fixture
 def shapes_dir(tmp_path: Path) -> Path:
     return write_shapes_dataset(tmp_path / "shapes")
+
+
+def unchanged(folder: Path) -> Iterator[Path]:
+    """Yield `folder`; then, at the session's end, fail if a test wrote into it."""
+    before = listing(folder)
+    yield folder
+    assert listing(folder) == before, f"a test changed the shared folder {folder}; copy it with copy_prepared"
+
+
+@pytest.fixture(scope="session")
+def prepared_shapes(tmp_path_factory) -> Iterator[Path]:
+    """The shapes set (10 images per class) after download, augment and split with
+    `tiny_overrides`: params.yaml, data/ and metrics/ as the stages leave them. Shared by the whole
+    session: read it only; a test that writes works on `copy_prepared(prepared_shapes, ...)`."""
+    root = tmp_path_factory.mktemp("prepared-shapes")
+    work = prepare(root / "work", tiny_overrides(write_shapes_dataset(root / "shapes")))
+    yield from unchanged(work)
+
+
+@pytest.fixture(scope="session")
+def ran_shapes(tmp_path_factory, prepared_shapes: Path) -> Iterator[Path]:
+    """`prepared_shapes` with train, evaluate and predict run too: every stage's outputs. Read only."""
+    work = copy_prepared(prepared_shapes, tmp_path_factory.mktemp("ran-shapes") / "work")
+    yield from unchanged(run_stages(work, ("train", "evaluate", "predict")))
+
+
+@dataclass(frozen=True)
+class CommittedRun:
+    repo: Path  # read only: tests work on `copy_project(committed_run.repo, ...)`
+    source: Path  # the shapes set that params.yaml's data.source names
+    repro_output: str  # what the first `dvc repro` printed
+
+
+@pytest.fixture(scope="session")
+def committed_run(tmp_path_factory) -> CommittedRun:
+    """The real `dvc repro` run once on the shapes set (`tiny_overrides`) in a fresh git + DVC
+    repository (`make_project`), and everything committed."""
+    root = tmp_path_factory.mktemp("committed-run")
+    source = write_shapes_dataset(root / "shapes")
+    repo = make_project(root / "repo", tiny_overrides(source))
+    first = run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first run"], repo)
+    return CommittedRun(repo, source, first.stdout)
 
 
 SHAPES = ("circle", "cross", "square")

@@ -1,8 +1,10 @@
 """Bad or odd inputs across params, data and model files, each with its exact outcome.
 
-Run as a user would (the stage scripts in a subprocess): a bad input is one `error:` line that
-names the key or file and what to do, with no traceback and no output left behind; an odd but
-usable input is taken, and what was skipped or changed is in `metrics/download/report.json`.
+Run through the stage scripts' own commands: a bad input is one `error:` line that names the key
+or file and what to do, with no traceback and no output left behind; an odd but usable input is
+taken, and what was skipped or changed is in `metrics/download/report.json`. The cases run in
+this process (`stage_in_process`, milliseconds each); one error and one success also run in a
+real process, as a user runs them, for what only a process shows: stderr, the exit status.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_shapes_dataset
-from helpers import assert_one_line_error, stage, tiny_overrides, write_params
+from helpers import assert_one_line_error, copy_prepared, stage, stage_in_process, tiny_overrides, write_params
 
 REPORT = "metrics/download/report.json"
 
@@ -71,15 +72,28 @@ PARAMS_CASES = {
 }
 
 
+def write_case_params(folder: Path, source: Path, case: ParamsCase) -> None:
+    """params.yaml in `folder`: tiny params on `source`, with the case's overrides merged in."""
+    overrides = tiny_overrides(source)
+    for key, value in case.overrides.items():
+        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
+    write_params(folder / "params.yaml", overrides)
+
+
 @pytest.mark.parametrize("case", PARAMS_CASES, ids=list(PARAMS_CASES))
 def test_bad_params_value(tmp_path: Path, shapes_dir: Path, case: str):
-    spec = PARAMS_CASES[case]
-    overrides = tiny_overrides(shapes_dir)
-    for key, value in spec.overrides.items():
-        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
-    write_params(tmp_path / "params.yaml", overrides)
+    write_case_params(tmp_path, shapes_dir, PARAMS_CASES[case])
+    result = stage_in_process("download", cwd=tmp_path)
+    assert_one_line_error(result, "params.yaml", *PARAMS_CASES[case].fragments)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_bad_params_in_a_real_process_is_one_line_on_stderr_and_exit_status_1(tmp_path: Path, shapes_dir: Path):
+    write_case_params(tmp_path, shapes_dir, PARAMS_CASES["unknown key"])
     result = stage("download", cwd=tmp_path)
-    assert_one_line_error(result, "params.yaml", *spec.fragments)
+    assert result.returncode == 1
+    assert_one_line_error(result, "params.yaml", *PARAMS_CASES["unknown key"].fragments)
+    assert result.stdout == ""
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
 
 
@@ -94,20 +108,22 @@ def test_bad_params_value(tmp_path: Path, shapes_dir: Path, case: str):
 )
 def test_params_file_that_is_not_a_mapping_of_sections(tmp_path: Path, text: str, fragments: tuple[str, ...]):
     (tmp_path / "params.yaml").write_text(text)
-    assert_one_line_error(stage("download", cwd=tmp_path), "params.yaml", *fragments)
+    assert_one_line_error(stage_in_process("download", cwd=tmp_path), "params.yaml", *fragments)
 
 
 def test_params_file_missing(tmp_path: Path):
-    assert_one_line_error(stage("download", "--params", "nope.yaml", cwd=tmp_path), "nope.yaml", "not found")
+    assert_one_line_error(stage_in_process("download", "--params", "nope.yaml", cwd=tmp_path), "nope.yaml", "not found")
 
 
 # ---------------------------------------------------------------------------------------------
 # Data folders: fatal only when a class is left empty or nothing usable remains
 
 
-def run_download(tmp_path: Path, source: Path | str, **data) -> tuple:
+def run_download(tmp_path: Path, source: Path | str, run=stage_in_process, **data) -> tuple:
+    """The download stage in `tmp_path` on `source` (`data` merged into params' data section):
+    its result and the report it wrote, or None."""
     write_params(tmp_path / "params.yaml", {**tiny_overrides(Path(source)), "data": {"source": str(source), **data}})
-    result = stage("download", cwd=tmp_path)
+    result = run("download", cwd=tmp_path)
     report = json.loads((tmp_path / REPORT).read_text()) if (tmp_path / REPORT).exists() else None
     return result, report
 
@@ -181,19 +197,28 @@ SKIP_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", SKIP_CASES, ids=list(SKIP_CASES))
-def test_unusable_file_is_skipped_and_reported(tmp_path: Path, shapes_dir: Path, case: str):
+def skip_case(tmp_path: Path, shapes_dir: Path, case: str, run=stage_in_process) -> None:
+    """Add the case's file to the shapes set, download it: taken, the file skipped and reported."""
     spec = SKIP_CASES[case]
     target = shapes_dir / spec.name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(spec.content())
-    result, report = run_download(tmp_path, shapes_dir)
+    result, report = run_download(tmp_path, shapes_dir, run=run)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert spec.reason.lower() in skipped(report)[spec.name].lower(), report["skipped"]
     assert "skipped 1 files" in result.stdout
     assert report["images"] == 30
     assert sorted(report["classes"]) == ["circle", "cross", "square"]  # no __MACOSX class
+
+
+@pytest.mark.parametrize("case", SKIP_CASES, ids=list(SKIP_CASES))
+def test_unusable_file_is_skipped_and_reported(tmp_path: Path, shapes_dir: Path, case: str):
+    skip_case(tmp_path, shapes_dir, case)
+
+
+def test_a_skipped_file_in_a_real_process_exits_0_with_the_summary_on_stdout(tmp_path: Path, shapes_dir: Path):
+    skip_case(tmp_path, shapes_dir, ".DS_Store", run=stage)
 
 
 def test_image_with_wrong_or_no_extension_is_kept_by_content(tmp_path: Path, shapes_dir: Path):
@@ -225,13 +250,13 @@ def test_split_folders_mixed_with_class_folders(tmp_path: Path, shapes_dir: Path
     assert_one_line_error(result, "data.source", "mixes split folders (train)", "circle")
 
 
-def test_respect_existing_on_data_not_split_on_disk(tmp_path: Path, shapes_dir: Path):
-    write_params(tmp_path / "params.yaml", {**tiny_overrides(shapes_dir), "split": {"respect_existing": True}})
-    for name in ("download", "augment"):
-        stage(name, cwd=tmp_path, check=True)
-    result = stage("split", cwd=tmp_path)
+def test_respect_existing_on_data_not_split_on_disk(prepared_shapes: Path, tmp_path: Path):
+    work = copy_prepared(prepared_shapes, tmp_path / "work")
+    (work / "data/annotations.csv").unlink()
+    write_params(work / "params.yaml", {**tiny_overrides(Path("unused")), "split": {"respect_existing": True}})
+    result = stage_in_process("split", cwd=work)
     assert_one_line_error(result, "split.respect_existing", "not split on disk", "set it to false")
-    assert not (tmp_path / "data/annotations.csv").exists()
+    assert not (work / "data/annotations.csv").exists()
 
 
 def test_archive_with_a_member_escaping_the_target(tmp_path: Path):
@@ -264,17 +289,7 @@ def test_archive_checksum_mismatch(tmp_path: Path, shapes_dir: Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model files given to evaluate and predict
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """download, augment and split done; the model-file cases only read this folder."""
-    root = tmp_path_factory.mktemp("prepared")
-    write_params(root / "params.yaml", tiny_overrides(write_shapes_dataset(root / "shapes")))
-    for name in ("download", "augment", "split"):
-        stage(name, cwd=root, check=True)
-    return root
+# Model files given to evaluate and predict (on the session's `prepared_shapes`, only read)
 
 
 class Opaque:
@@ -314,12 +329,12 @@ MODEL_CASES = {
     "kind, command",
     [(kind, "evaluate") for kind in MODEL_CASES] + [("pickled object", "predict"), ("wrong shapes", "predict")],
 )
-def test_bad_model_file(prepared: Path, tmp_path: Path, kind: str, command: str):
+def test_bad_model_file(prepared_shapes: Path, tmp_path: Path, kind: str, command: str):
     path = tmp_path / "model.pt"
     if kind != "missing":
         model_file(kind, path)
     out = tmp_path / "out"
     args = ["--model", str(path), "--out", str(out / ("predictions.tsv" if command == "predict" else "evaluate"))]
-    result = stage(command, *args, cwd=prepared)
+    result = stage_in_process(command, *args, cwd=prepared_shapes)
     assert_one_line_error(result, str(path), *MODEL_CASES[kind])
     assert not out.exists()

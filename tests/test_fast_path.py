@@ -8,8 +8,6 @@ same statistics, the same logits.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_shapes_dataset
 from imgpipe.data import tensors
 from imgpipe.data.batches import OnlineAugment, ahead, batches
 from imgpipe.data.readers import load_pixels
@@ -30,7 +27,6 @@ from imgpipe.params import TrainParams
 from imgpipe.training import Fit, make_fit, train_one_epoch
 from messy import odd_images
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN = TrainParams(epochs=1, batch_size=8, lr=0.01)
 
 
@@ -238,16 +234,10 @@ def test_on_a_gpu_training_uses_amp_channels_last_and_evaluation_matches_the_cpu
     assert torch.allclose(gpu, cpu, atol=1e-3, rtol=1e-3)
 
 
-def test_train_decodes_into_a_memory_map_beside_the_model_and_removes_it(tmp_path, monkeypatch):
-    from imgpipe.data.augment import augment_dataset
-    from imgpipe.data.sources import download
-    from imgpipe.data.split import write_split
-    from imgpipe.params import AugmentParams, ImageParams, SplitParams
+def test_train_decodes_into_a_memory_map_beside_the_model_and_removes_it(prepared_shapes, tmp_path, monkeypatch):
+    from imgpipe.params import ImageParams
     from imgpipe.training import train
 
-    download(str(write_shapes_dataset(tmp_path / "shapes", per_class=6)), tmp_path / "raw")
-    augment_dataset(tmp_path / "raw", tmp_path / "aug", AugmentParams(rotations=(), shear=0.0), seed=0)
-    write_split(tmp_path / "aug", tmp_path / "ann.csv", tmp_path / "split", SplitParams(0.5, 0.25, 0.25), seed=0)
     seen = []
     real = tensors.load_images
 
@@ -257,21 +247,9 @@ def test_train_decodes_into_a_memory_map_beside_the_model_and_removes_it(tmp_pat
 
     monkeypatch.setattr(tensors, "load_images", spy)
     model_out = tmp_path / "models" / "model.pt"
-    train("cnn", ImageParams(size=16), TrainParams(epochs=1, batch_size=4), 0, tmp_path / "ann.csv",
-          tmp_path / "aug", model_out, tmp_path / "metrics")
+    train("cnn", ImageParams(size=16), TrainParams(epochs=1, batch_size=4), 0, prepared_shapes / "data/annotations.csv",
+          prepared_shapes / "data/augmented", model_out, tmp_path / "metrics")
     assert [out.name for out in seen] == ["train.npy", "val.npy"]
     assert all(out.parent.parent == model_out.parent for out in seen)  # on the model's disk, not /tmp
     assert sorted(p.name for p in model_out.parent.iterdir()) == ["model.pt"]  # scratch removed
 
-
-def test_throughput_bench_runs_and_prints_its_ratios(tmp_path):
-    source = write_shapes_dataset(tmp_path / "shapes", per_class=12)
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "throughput.py"), "--data", str(source), "--work", str(tmp_path / "w"),
-         "--model", "mlp", "--size", "16", "--channels", "1", "--batch-size", "8", "--rounds", "1",
-         "--epochs", "1", "--crop-padding", "2", "--flip"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    for line in ("(a) compute-only", "(b) pipeline", "(c) naive loader", "b/a = ", "b/c = ", "peak resident memory of (b)"):
-        assert line in result.stdout

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import write_shapes_dataset
-from helpers import BIN, REPO, stage, tiny_overrides, write_params
+from helpers import BIN, REPO, copy_prepared, stage_in_process
 
 OUTPUTS = {
     "download": ["data/raw", "metrics/download"],
@@ -33,17 +33,14 @@ STAGES = list(OUTPUTS)
 
 
 @pytest.fixture(scope="module")
-def ran_once(tmp_path_factory) -> Path:
-    """Every stage has run once; params.yaml then changes what download, augment, split and train make."""
-    root = tmp_path_factory.mktemp("interrupts")
-    overrides = tiny_overrides(write_shapes_dataset(root / "shapes"))
-    (root / "work").mkdir()
-    write_params(root / "work" / "params.yaml", overrides)
-    for name in STAGES:
-        stage(name, cwd=root / "work", check=True)
-    changed = {**overrides, "seed": 7, "data": {**overrides["data"], "limit": 8}, "train": {**overrides["train"], "epochs": 6}}
-    write_params(root / "work" / "params.yaml", changed)
-    return root / "work"
+def ran_once(tmp_path_factory, ran_shapes: Path) -> Path:
+    """Every stage has run once (the session's `ran_shapes`); params.yaml then changes what
+    download, augment, split and train make."""
+    work = copy_prepared(ran_shapes, tmp_path_factory.mktemp("interrupts") / "work")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["seed"], params["data"]["limit"], params["train"]["epochs"] = 7, 8, 6
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return work
 
 
 @pytest.fixture
@@ -102,7 +99,7 @@ def test_sigkill_leaves_old_outputs_and_the_rerun_cleans_up(project: Path, name:
         assert killed.returncode == -signal.SIGKILL
         after_kill = snapshot(project, name)
         complete = all((project / rel).exists() for rel in OUTPUTS[name])
-    stage(name, cwd=project, check=True)
+    stage_in_process(name, cwd=project, check=True)  # in this process: what counts is what it cleans up
     assert leftovers(project, name) == []
     assert all((project / rel).exists() for rel in OUTPUTS[name])
     if name in ("download", "augment", "split", "train"):

@@ -1,16 +1,24 @@
-"""Multi-label input through the stage scripts: every annotation format gives the same labels, and
-bad input is one `error:` line with no traceback and no output left behind."""
+"""Multi-label input through the stage scripts' commands: every annotation format gives the same
+labels, and bad input is one `error:` line with no traceback and no output left behind. In this
+process (`stage_in_process`); test_bad_inputs runs an error and a success in a real process."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import assert_one_line_error, stage, tiny_overrides, write_params
+from helpers import (
+    DATA_STAGES,
+    assert_one_line_error,
+    copy_prepared,
+    prepare,
+    stage_in_process,
+    tiny_overrides,
+    write_params,
+)
 
 LABELS = ("circle", "cross", "square")
 # image -> its labels; 3.png carries none (an all-negative example every format must keep)
@@ -71,7 +79,7 @@ def run_download(folder: Path, source: Path | str, **overrides):
     for key, value in overrides.items():
         params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) else value
     write_params(folder / "params.yaml", params)
-    return stage("download", cwd=folder)
+    return stage_in_process("download", cwd=folder)
 
 
 # --- every annotation format gives the same label matrix ---------------------------------------------
@@ -192,25 +200,7 @@ def prepared_multilabel(tmp_path_factory) -> Path:
     source = write_images(folder / "src", tuple(f"{i}.png" for i in range(12)))
     rows = [f"{i}.png,{' '.join(LABELS[k] for k in range(3) if (i >> k) & 1 or i % 4 == k)}" for i in range(12)]
     (source / "labels.csv").write_text("image,tags\n" + "\n".join(rows) + "\n")
-    return run_data_stages(folder / "work", source)
-
-
-@pytest.fixture(scope="module")
-def prepared_single_label(tmp_path_factory) -> Path:
-    from conftest import write_shapes_dataset
-
-    folder = tmp_path_factory.mktemp("sl-prepared")
-    source = write_shapes_dataset(folder / "shapes", per_class=4)
-    return run_data_stages(folder / "work", source)
-
-
-def run_data_stages(work: Path, source: Path) -> Path:
-    """download, augment and split on `source` with tiny params, in a new folder `work`."""
-    work.mkdir()
-    write_params(work / "params.yaml", tiny_overrides(source))
-    for name in ("download", "augment", "split"):
-        stage(name, cwd=work, check=True)
-    return work
+    return prepare(folder / "work", tiny_overrides(source))
 
 
 TRAIN_MISFITS = {
@@ -225,13 +215,12 @@ TRAIN_MISFITS = {
 @pytest.mark.parametrize("case", TRAIN_MISFITS)
 def test_train_params_that_do_not_fit_the_data(case: str, tmp_path: Path, request):
     kind, train, fragments = TRAIN_MISFITS[case]
-    prepared = request.getfixturevalue("prepared_multilabel" if kind == "multi" else "prepared_single_label")
-    work = tmp_path / "work"
-    shutil.copytree(prepared, work)
+    prepared = request.getfixturevalue("prepared_multilabel" if kind == "multi" else "prepared_shapes")
+    work = copy_prepared(prepared, tmp_path / "work")
     params = tiny_overrides(Path("unused"))
     params["train"] = {**params["train"], **train}
     write_params(work / "params.yaml", params)
-    result = stage("train", cwd=work)
+    result = stage_in_process("train", cwd=work)
     assert_one_line_error(result, *fragments)
     assert_no_output(work / "models/model.pt")
     assert_no_output(work / "models/.model.pt.resume")
@@ -240,13 +229,9 @@ def test_train_params_that_do_not_fit_the_data(case: str, tmp_path: Path, reques
 
 def test_split_that_would_leave_test_empty_is_refused(tmp_path: Path):
     # Three groups cannot fill train, val and test at these fractions once limit keeps two images.
-    write_params(tmp_path / "params.yaml", {
-        "data": {"source": "builtin:digit-tags", "limit": 2},
-        "augment": {"rotations": [], "shear": 0},
-    })
-    for name in ("download", "augment"):
-        stage(name, cwd=tmp_path, check=True)
-    result = stage("split", cwd=tmp_path)
+    overrides = {"data": {"source": "builtin:digit-tags", "limit": 2}, "augment": {"rotations": [], "shear": 0}}
+    prepare(tmp_path, overrides, DATA_STAGES[:2])
+    result = stage_in_process("split", cwd=tmp_path)
     assert_one_line_error(result, "split.", "no image landed in", "2 groups", "data.limit")
     assert not (tmp_path / "data/annotations.csv").exists()
     assert not (tmp_path / "metrics/split").exists()

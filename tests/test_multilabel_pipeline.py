@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import make_project, run, stage, tiny_overrides, write_params
+from helpers import make_project, prepare, run, tiny_overrides
 from imgpipe.checkpoint import load_checkpoint
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
@@ -137,12 +137,8 @@ def test_multilabel_tuned_thresholds_rerun_model_stages_only(project: Path):
 @pytest.fixture(scope="module")
 def digit_tags(tmp_path_factory) -> Path:
     """download, augment and split (no training) on the first 120 images of builtin:digit-tags."""
-    work = tmp_path_factory.mktemp("digit-tags")
     overrides = {**tiny_overrides(Path("unused")), "data": {"source": "builtin:digit-tags", "limit": 120}}
-    write_params(work / "params.yaml", overrides)
-    for name in ("download", "augment", "split"):
-        stage(name, cwd=work, check=True)
-    return work
+    return prepare(tmp_path_factory.mktemp("digit-tags"), overrides)
 
 
 def test_digit_tags_split_report_counts_labels_per_split(digit_tags: Path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import make_project, run, stage, tiny_overrides
+from helpers import command_env, copy_project, run, stage
 from imgpipe.outcomes import loads
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
@@ -50,24 +52,13 @@ def assert_cache_intact(objects: list[Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    from conftest import write_shapes_dataset
-
-    return write_shapes_dataset(tmp_path_factory.mktemp("e2e-source") / "shapes", per_class=10)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, source: Path) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    repo = make_project(root / "repo", tiny_overrides(source))
-    first = run(["dvc", "repro"], repo)
-    assert ran(first.stdout) == set(STAGES), first.stdout
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "first run"], repo)
-    return repo
+def project(tmp_path_factory, committed_run) -> Path:
+    """This module's copy of the session's first `dvc repro`, committed (the tests below change it)."""
+    return copy_project(committed_run.repo, tmp_path_factory.mktemp("e2e") / "repo")
 
 
-def test_repro_from_clean_writes_every_output(project: Path):
+def test_repro_from_clean_writes_every_output(project: Path, committed_run):
+    assert ran(committed_run.repro_output) == set(STAGES), committed_run.repro_output
     metrics = json.loads((project / "metrics/evaluate/metrics.json").read_text())
     assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -105,12 +96,12 @@ def test_second_repro_runs_nothing(project: Path):
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
 
 
-def test_outputs_are_hard_links_into_the_cache(project: Path, source: Path):
+def test_outputs_are_hard_links_into_the_cache(project: Path, committed_run):
     # .dvc/config's cache.type: the cache holds the only copy of data/raw and data/augmented.
     assert_linked_to_cache(project, "data/raw")
     assert_linked_to_cache(project, "data/augmented")
     # The download stage copied the user's images: theirs are never linked, nor made read-only.
-    for image in source.rglob("*.png"):
+    for image in committed_run.source.rglob("*.png"):
         st = image.stat()
         assert st.st_nlink == 1 and st.st_mode & 0o200, image
 
@@ -160,36 +151,38 @@ def walk(node):
             yield from walk(child)
 
 
-def test_exp_run_model_reruns_only_model_stages(project: Path):
-    exp = run(["dvc", "exp", "run", "-S", "model=mlp"], project)
-    assert ran(exp.stdout) == {"train", "evaluate", "predict"}, exp.stdout
-
-    show = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    text = json.dumps(show)
-    assert '"model": "mlp"' in text and "f1_macro" in text
-
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
-    assert "metrics/train/metrics.json" in diff, diff
-
-
-def test_queued_experiments_run_each_model(project: Path):
-    import time
-
-    run(["dvc", "exp", "run", "--queue", "-S", "model=dummy,cnn"], project)
-    run(["dvc", "queue", "start"], project)
-    deadline = time.monotonic() + 300
+def test_queued_model_experiments_rerun_only_model_stages_at_once_and_each_lands(project: Path):
+    """`-S model=dummy,mlp` queues one experiment per model (the committed run is cnn); two workers
+    run them side by side, each reruns only train, evaluate and predict (the data stages are
+    unchanged), and each lands in `dvc exp show` with its model and metrics."""
+    run(["dvc", "exp", "run", "--queue", "-S", "model=dummy,mlp"], project)
+    # The workers outlive `dvc queue start` and hold its stdout: do not wait for that to close.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, env=command_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, deadline = [], time.monotonic() + 300
     while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
+        seen.append(queue_status(project))
+        if len(seen[-1]) == 2 and all(s in ("Success", "Failed") for s in seen[-1].values()):
             break
-        time.sleep(2)
-    assert status.count("Success") == 2, status
+        time.sleep(1)
+    run(["dvc", "queue", "stop", "--kill"], project, check=False)
+    logs = {task: run(["dvc", "queue", "logs", task], project, check=False).stdout for task in seen[-1]}
+    assert list(seen[-1].values()) == ["Success", "Success"], logs
+    assert any(list(s.values()) == ["Running", "Running"] for s in seen), seen  # both at once
+    assert all(ran(log) == {"train", "evaluate", "predict"} for log in logs.values()), logs
 
-    rows = [r for r in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)]
-    experiments = [e for r in rows for e in (r.get("experiments") or [])]
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     models = {}
-    for exp in experiments:
+    for exp in (e for r in rows for e in (r.get("experiments") or [])):
         data = exp["revs"][0]["data"]
-        accuracy = data["metrics"]["metrics/evaluate/metrics.json"]["data"]["accuracy"]
-        models[data["params"]["params.yaml"]["data"]["model"]] = accuracy
-    assert {"dummy", "cnn"} <= set(models), models
+        model = data["params"]["params.yaml"]["data"]["model"]
+        models[model] = data["metrics"]["metrics/evaluate/metrics.json"]["data"]
+    assert {"dummy", "mlp"} <= set(models), models
+    assert all({"accuracy", "f1_macro"} <= set(metrics) for metrics in models.values()), models
+
+
+def queue_status(repo: Path) -> dict[str, str]:
+    """Task -> status of each task in `dvc queue status` (which has no --json)."""
+    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
+    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("Worker status")]
+    return {row[0]: row[-1] for row in rows if len(row) >= 3}

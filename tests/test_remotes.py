@@ -1,8 +1,8 @@
 """A team shares one DVC remote: the real `dvc` and `git` CLIs between "machines" (clones, each
 with its own cache), through a shared-folder remote and an S3 API server on loopback (moto).
 
-The module's run is made once: machine A runs the pipeline on a tiny dataset, commits and pushes
-to a bare git repository that stands in for the hosting service.
+Machine A is a copy of the session's `committed_run` (the pipeline run once on a tiny dataset, and
+committed); it pushes to a bare git repository that stands in for the hosting service.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import command_env, dvc_json, make_project, run, tiny_overrides
+from helpers import command_env, copy_project, dvc_json, make_project, run, stage_in_process, tiny_overrides
 from remotes import REVIEWER_PULL, S3, credentials_checked
 
 
@@ -30,21 +30,16 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Team:
-    from conftest import write_shapes_dataset
-
+def team(tmp_path_factory, committed_run) -> Team:
+    """Machine A: a copy of the session's committed run, pushed to a new bare origin."""
     root = tmp_path_factory.mktemp("team")
-    source = write_shapes_dataset(root / "shapes", per_class=12)
-    a = make_project(root / "a", tiny_overrides(source))
+    a = copy_project(committed_run.repo, root / "a")
     run(["git", "branch", "-M", "main"], a)
-    run(["dvc", "repro"], a)
-    run(["git", "add", "-A"], a)
-    run(["git", "commit", "-qm", "a run of the pipeline"], a)
     origin = root / "origin.git"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], root)
     run(["git", "remote", "add", "origin", str(origin)], a)
     run(["git", "push", "-q", "-u", "origin", "main"], a)
-    return Team(origin, a, source)
+    return Team(origin, a, committed_run.source)
 
 
 def clone(team: Team, dest: Path) -> Path:
@@ -94,7 +89,7 @@ def test_s3_round_trip_between_two_machines(team: Team, s3: S3, tmp_path: Path):
     run(["dvc", "pull"], b)
     assert_up_to_date(b)
     # The model and the data behind it came through whole: predict gives the same bytes.
-    predicted = run(["python", "stages/predict.py", "--out", str(tmp_path / "again.tsv")], b)
+    predicted = stage_in_process("predict", "--out", str(tmp_path / "again.tsv"), cwd=b, check=True)
     assert "predict:" in predicted.stdout
     assert (tmp_path / "again.tsv").read_bytes() == (team.a / "predictions/predictions.tsv").read_bytes()
 
@@ -154,59 +149,32 @@ def test_an_experiment_moves_between_machines(team: Team, s3: S3, tmp_path: Path
     run(["dvc", "pull"], b)
     assert_up_to_date(b)  # the experiment's model is back and nothing retrains
     assert (b / "models/model.pt").read_bytes() == model
-    run(["python", "stages/predict.py", "--out", str(tmp_path / "again.tsv")], b)
+    stage_in_process("predict", "--out", str(tmp_path / "again.tsv"), cwd=b, check=True)
     assert (tmp_path / "again.tsv").read_bytes() == predictions
     print(f"experiment round trip: {time.perf_counter() - start:.1f} s")
-
-
-def test_two_queued_experiments_run_at_once_and_both_land(team: Team, tmp_path: Path):
-    repo = clone(team, tmp_path / "queue")
-    run(["dvc", "remote", "add", "--local", "-d", "cache-of-a", str(team.a / ".dvc/cache")], repo)
-    run(["dvc", "pull", "-q"], repo)
-    for lr in ("0.001", "0.004"):
-        run(["dvc", "exp", "run", "--queue", "-n", f"lr-{lr}", "-S", f"train.lr={lr}"], repo)
-    # The workers outlive `dvc queue start` and hold its stdout: do not wait for that to close.
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=command_env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen, deadline = [], time.monotonic() + 240
-    while time.monotonic() < deadline:
-        seen.append(queue_status(repo))
-        if len(seen[-1]) == 2 and all(s in ("Success", "Failed") for s in seen[-1].values()):
-            break
-        time.sleep(1)
-    run(["dvc", "queue", "stop", "--kill"], repo, check=False)
-    logs = {name: run(["dvc", "queue", "logs", name], repo, check=False).stdout for name in seen[-1]}
-    assert seen[-1] == {"lr-0.001": "Success", "lr-0.004": "Success"}, logs
-    assert any(list(s.values()) == ["Running", "Running"] for s in seen), seen  # both at once
-    shown = dvc_json(repo, "exp", "show")
-    landed = {e["name"]: e["revs"][0]["data"] for row in shown for e in row.get("experiments") or []}
-    for lr in ("0.001", "0.004"):
-        data = landed[f"lr-{lr}"]
-        assert str(data["params"]["params.yaml"]["data"]["train"]["lr"]) == lr
-        assert "accuracy" in data["metrics"]["metrics/evaluate/metrics.json"]["data"]
-
-
-def queue_status(repo: Path) -> dict[str, str]:
-    """Name -> status of each task in `dvc queue status` (which has no --json)."""
-    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
-    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("Worker status")]
-    return {row[1]: row[-1] for row in rows if len(row) >= 4}
 
 
 # --- faults: interrupted transfers -------------------------------------------------------------
 
 
-@pytest.fixture
-def many_files(tmp_path: Path) -> Path:
-    """A project whose data stages (download, augment) made a few hundred files, committed."""
+@pytest.fixture(scope="module")
+def data_stages_ran(tmp_path_factory) -> Path:
+    """A project whose data stages (download, augment) made a few hundred files, committed. Read only."""
     from conftest import write_shapes_dataset
 
-    source = write_shapes_dataset(tmp_path / "shapes", per_class=100, size=16)
-    repo = make_project(tmp_path / "a", tiny_overrides(source))
+    root = tmp_path_factory.mktemp("many-files")
+    source = write_shapes_dataset(root / "shapes", per_class=100, size=16)
+    repo = make_project(root / "a", tiny_overrides(source))
     run(["dvc", "repro", "augment"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "data"], repo)
     return repo
+
+
+@pytest.fixture
+def many_files(data_stages_ran: Path, tmp_path: Path) -> Path:
+    """A private copy of `data_stages_ran` for a test that pushes, pulls and configures it."""
+    return copy_project(data_stages_ran, tmp_path / "a")
 
 
 def kill_when(args: list[str], cwd: Path, started, timeout: float = 60) -> bool:

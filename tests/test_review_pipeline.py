@@ -2,7 +2,8 @@
 
 A bare repository stands in for the hosting service. Its main branch holds a committed run;
 pull-request branches change the model, only predict's params, params without a rerun, or the
-test split. Reviewers and the CI job work in fresh clones, with no DVC cache.
+test split. Reviewers and the CI job work in fresh clones, with no DVC cache. The reviewers'
+`imgpipe review` runs in this process (`in_process`); the CI job's runs the installed command.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import BIN, REPO, assert_one_line_error, dvc_json, make_project, run, tiny_overrides
+from helpers import BIN, REPO, assert_one_line_error, dvc_json, in_process, make_project, run, tiny_overrides
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +85,11 @@ def clone(hosting: Hosting, dest: Path, branch_name: str) -> Path:
 
 
 def review(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(BIN / "imgpipe"), "review", *args], cwd, check=check)
+    """`imgpipe review <args>` in `cwd`, in this process; the CI job tests below run the installed
+    `imgpipe` command in a real process."""
+    from imgpipe.console import app
+
+    return in_process(app, ["review", *args], cwd, check, "imgpipe")
 
 
 def test_a_fresh_clone_shows_every_result_without_a_cache(hosting: Hosting, tmp_path: Path):
