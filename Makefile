@@ -10,8 +10,10 @@ export PATH := $(BIN):$(PATH)
 run: $(VENV)/.installed
 	dvc repro
 
+# Test files run on up to 4 processes (pytest-xdist; a file's tests stay on one, so its module
+# fixtures are built once). A single file, or `pytest` by hand, runs in one process.
 test: $(VENV)/.installed-dev
-	pytest
+	pytest -n auto --maxprocesses 4 --dist loadfile
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -23,11 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from imgpipe.data.augment import augment_dataset
-from imgpipe.data.sources import download
-from imgpipe.data.split import write_split
 from imgpipe.data.tensors import members
-from imgpipe.params import AugmentParams, SplitParams
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = "src/imgpipe"
@@ -183,15 +179,11 @@ def test_image_readers_depend_on_annotations_not_on_image_folders():
     assert "data/augmented/manifest.csv" in STAGES["split"]["deps"]
 
 
-def test_annotations_carry_each_images_md5(tmp_path, shapes_dir):
-    """download -> augment -> split in-process: every annotation row's md5 is the md5 of the bytes
-    at its file/offset/size, for originals (in raw) and for copies (in the shards)."""
-    raw, augmented = tmp_path / "raw", tmp_path / "augmented"
-    download(str(shapes_dir), raw)
-    augment_dataset(raw, augmented, AugmentParams(rotations=(10.0,), shear=10.0), seed=0)
-    write_split(augmented, tmp_path / "annotations.csv", tmp_path / "metrics", SplitParams(), seed=0)
-
-    rows = pd.read_csv(tmp_path / "annotations.csv", dtype=str, keep_default_na=False)
+def test_annotations_carry_each_images_md5(prepared_shapes):
+    """After download -> augment -> split, every annotation row's md5 is the md5 of the bytes at
+    its file/offset/size, for originals (in raw) and for copies (in the shards)."""
+    raw, augmented = prepared_shapes / "data/raw", prepared_shapes / "data/augmented"
+    rows = pd.read_csv(prepared_shapes / "data/annotations.csv", dtype=str, keep_default_na=False)
     images = members(rows, augmented)
     assert [hashlib.md5(m.read_bytes()).hexdigest() for m in images] == list(rows["md5"])
     in_raw = [m.file.resolve().is_relative_to(raw.resolve()) for m in images]

@@ -3,67 +3,34 @@ stores them in its spec, keys its resume state on them, and passes them to pretr
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-import typer
 import yaml
-from conftest import REPO, write_shapes_dataset
 from torch import nn
 
+from helpers import assert_one_line_error, copy_prepared, stage_in_process
 from imgpipe.checkpoint import load_checkpoint
-from imgpipe.data.augment import augment_dataset
-from imgpipe.data.sources import download
-from imgpipe.data.split import write_split
 from imgpipe.errors import UserError
 from imgpipe.models import create_model
-from imgpipe.params import AugmentParams, ImageParams, SplitParams, TrainParams
+from imgpipe.params import ImageParams, TrainParams
 from imgpipe.pretrained import load_pretrained
 from imgpipe.training import fingerprint
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """download -> augment (originals only) -> split on 3 classes x 12 shape images."""
-    root = tmp_path_factory.mktemp("prepared")
-    source = write_shapes_dataset(root / "shapes", per_class=12)
-    download(str(source), root / "raw")
-    augment_dataset(root / "raw", root / "augmented", AugmentParams(rotations=(), shear=0.0), seed=0)
-    write_split(root / "augmented", root / "annotations.csv", root / "split", SplitParams(0.5, 0.25, 0.25), seed=0)
-    return root
+def train_with(prepared_shapes: Path, work: Path, **top_level) -> tuple[Path, subprocess.CompletedProcess]:
+    """The train stage, as DVC runs it, in a copy of the shared prepared set with `top_level`
+    params (model, model_args) set in its params.yaml."""
+    params_file = copy_prepared(prepared_shapes, work) / "params.yaml"
+    params_file.write_text(yaml.safe_dump({**yaml.safe_load(params_file.read_text()), **top_level}, sort_keys=False))
+    return work / "models" / "model.pt", stage_in_process("train", cwd=work)
 
 
-def train_stage():
-    """stages/train.py's command, imported as a function (the script is not a package module)."""
-    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-def write_params(path: Path, **overrides) -> Path:
-    """The repo's params.yaml with top-level `overrides`, for a run of a few seconds."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["image"]["size"] = 28
-    params["train"].update(epochs=1, batch_size=8, log_every=1)
-    params.update(overrides)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def run_stage(prepared: Path, out: Path, **overrides) -> Path:
-    model_out = out / "models" / "model.pt"
-    train_stage()(
-        params=write_params(out / "params.yaml", **overrides), annotations=prepared / "annotations.csv",
-        images=prepared / "augmented", out=model_out, metrics=out / "metrics",
-    )
-    return model_out
-
-
-def test_train_stage_builds_and_saves_the_model_with_params_yaml_model_args(prepared, tmp_path):
-    model_out = run_stage(prepared, tmp_path, model="cnn", model_args={"width": 8})
+def test_train_stage_builds_and_saves_the_model_with_params_yaml_model_args(prepared_shapes, tmp_path):
+    model_out, result = train_with(prepared_shapes, tmp_path / "work", model="cnn", model_args={"width": 8})
+    assert result.returncode == 0, result.stderr
 
     model, spec = load_checkpoint(model_out)
     assert spec.model_args == {"width": 8}
@@ -71,19 +38,15 @@ def test_train_stage_builds_and_saves_the_model_with_params_yaml_model_args(prep
     assert torch.load(model_out, weights_only=True)["model_args"] == {"width": 8}
 
 
-def test_train_stage_refuses_an_unknown_model_arg_in_one_line(prepared, tmp_path, capsys):
-    with pytest.raises(typer.Exit) as info:
-        run_stage(prepared, tmp_path, model="cnn", model_args={"widht": 8})
-    assert info.value.exit_code == 1
-    assert capsys.readouterr().err == (
-        "error: params: model_args 'widht' is not an argument of model 'cnn'; it takes: width, dropout\n"
-    )
-    assert not (tmp_path / "models").exists()
+def test_train_stage_refuses_an_unknown_model_arg_in_one_line(prepared_shapes, tmp_path):
+    model_out, result = train_with(prepared_shapes, tmp_path / "work", model="cnn", model_args={"widht": 8})
+    assert_one_line_error(result, "params: model_args 'widht' is not an argument of model 'cnn'; it takes: width, dropout")
+    assert not model_out.parent.exists()
 
 
-def test_a_resumed_run_never_mixes_model_args(prepared):
+def test_a_resumed_run_never_mixes_model_args(prepared_shapes):
     def run_id(model_args):
-        return fingerprint("cnn", ImageParams(), TrainParams(), 0, prepared / "annotations.csv", model_args)
+        return fingerprint("cnn", ImageParams(), TrainParams(), 0, prepared_shapes / "data/annotations.csv", model_args)
 
     assert run_id({"width": 8}) != run_id({"width": 16}) != run_id({})
     assert run_id({"width": 8, "dropout": 0.1}) == run_id({"dropout": 0.1, "width": 8})

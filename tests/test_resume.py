@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, run, write_params
+from helpers import REPO, copy_prepared, prepare, run, write_params
 
 PARAMS = {
     "data": {"source": "builtin:digits", "limit": 40},
@@ -27,12 +27,10 @@ def stage(name: str) -> list[str]:
     return [sys.executable, str(REPO / "stages" / f"{name}.py")]
 
 
-def prepare(folder: Path) -> Path:
-    folder.mkdir()
-    write_params(folder / "params.yaml", PARAMS)
-    for name in ("download", "augment", "split"):
-        run(stage(name), folder)
-    return folder
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """params.yaml and the data stages' outputs, made once; each test trains in its own copy."""
+    return prepare(tmp_path_factory.mktemp("resume") / "prepared", PARAMS)
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
@@ -41,8 +39,8 @@ def outputs(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> Path:
-    folder = prepare(tmp_path_factory.mktemp("resume") / "uninterrupted")
+def baseline(prepared: Path, tmp_path_factory) -> Path:
+    folder = copy_prepared(prepared, tmp_path_factory.mktemp("resume") / "uninterrupted")
     run(stage("train"), folder)
     return folder
 
@@ -55,8 +53,8 @@ def saved_epoch(folder: Path) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_interrupted_training_resumes_to_identical_results(baseline: Path, tmp_path: Path, sig):
-    folder = prepare(tmp_path / "interrupted")
+def test_interrupted_training_resumes_to_identical_results(prepared: Path, baseline: Path, tmp_path: Path, sig):
+    folder = copy_prepared(prepared, tmp_path / "interrupted")
     process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while saved_epoch(folder) < 1 and process.poll() is None and time.monotonic() < deadline:
@@ -77,8 +75,8 @@ def test_interrupted_training_resumes_to_identical_results(baseline: Path, tmp_p
     assert not (folder / STATE).exists()
 
 
-def test_changed_params_start_over(baseline: Path, tmp_path: Path):
-    folder = prepare(tmp_path / "changed")
+def test_changed_params_start_over(prepared: Path, tmp_path: Path):
+    folder = copy_prepared(prepared, tmp_path / "changed")
     process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while saved_epoch(folder) < 1 and process.poll() is None:
         time.sleep(0.01)
