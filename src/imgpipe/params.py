@@ -34,8 +34,8 @@ class DataParams:
     max_extract_gb: float = 20.0  # refuse archives that would expand beyond this (zip bombs)
 
     def __post_init__(self) -> None:
-        _require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
-        _require(self.max_extract_gb > 0, "data.max_extract_gb", self.max_extract_gb, "a size in GB > 0")
+        require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
+        require(self.max_extract_gb > 0, "data.max_extract_gb", self.max_extract_gb, "a size in GB > 0")
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class ImageParams:
     normalize: bool = True  # standardise with the training split's per-channel mean/std
 
     def __post_init__(self) -> None:
-        _require(self.channels in (1, 3), "image.channels", self.channels, "1 or 3")
-        _require(self.size >= 8, "image.size", self.size, "an integer >= 8")
+        require(self.channels in (1, 3), "image.channels", self.channels, "1 or 3")
+        require(self.size >= 8, "image.size", self.size, "an integer >= 8")
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class AugmentParams:
     max_side: int | None = 512
 
     def __post_init__(self) -> None:
-        _require(0 <= self.shear < 90, "augment.shear", self.shear, "degrees in [0, 90)")
-        _require(self.max_side is None or self.max_side >= 8, "augment.max_side", self.max_side, "null or an integer >= 8")
+        require(0 <= self.shear < 90, "augment.shear", self.shear, "degrees in [0, 90)")
+        require(self.max_side is None or self.max_side >= 8, "augment.max_side", self.max_side, "null or an integer >= 8")
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,13 @@ class SplitParams:
     def __post_init__(self) -> None:
         for name in ("train", "val", "test"):
             value = getattr(self, name)
-            _require(0 <= value <= 1, f"split.{name}", value, "a fraction in [0, 1]")
+            require(0 <= value <= 1, f"split.{name}", value, "a fraction in [0, 1]")
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise UserError(
                 f"split.train + split.val + split.test = {total:g}; they must sum to 1"
             )
-        _require(self.train > 0, "split.train", self.train, "a fraction > 0")
+        require(self.train > 0, "split.train", self.train, "a fraction > 0")
 
 
 # Every model function's own arguments, set by the pipeline (see `imgpipe.models.register_model`):
@@ -126,31 +126,31 @@ class TrainParams:
     compile: bool = False  # torch.compile the model (the first epoch pays the compile time)
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
-        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
-        _require(self.lr > 0, "train.lr", self.lr, "a number > 0")
-        _require(self.momentum >= 0, "train.momentum", self.momentum, "a number >= 0")
-        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        _require(self.lr_step_size >= 1, "train.lr_step_size", self.lr_step_size, "an integer >= 1")
-        _require(0 < self.lr_gamma <= 1, "train.lr_gamma", self.lr_gamma, "a number in (0, 1]")
-        _require(self.lr_patience >= 0, "train.lr_patience", self.lr_patience, "an integer >= 0")
-        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", self.warmup_epochs, "an integer in [0, train.epochs)")
-        _require(self.clip_grad_norm >= 0, "train.clip_grad_norm", self.clip_grad_norm, "a number >= 0 (0 = off)")
-        _require(self.monitor in MONITORS, "train.monitor", self.monitor, " | ".join(MONITORS))
-        _require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
-        _require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
-        _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
-        _require(self.crop_padding >= 0, "train.crop_padding", self.crop_padding, "an integer >= 0 (0 = off)")
-        _require(self.device in DEVICES, "train.device", self.device, " | ".join(DEVICES))
-        _require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
-        _require(
+        require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        require(self.momentum >= 0, "train.momentum", self.momentum, "a number >= 0")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        require(self.lr_step_size >= 1, "train.lr_step_size", self.lr_step_size, "an integer >= 1")
+        require(0 < self.lr_gamma <= 1, "train.lr_gamma", self.lr_gamma, "a number in (0, 1]")
+        require(self.lr_patience >= 0, "train.lr_patience", self.lr_patience, "an integer >= 0")
+        require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", self.warmup_epochs, "an integer in [0, train.epochs)")
+        require(self.clip_grad_norm >= 0, "train.clip_grad_norm", self.clip_grad_norm, "a number >= 0 (0 = off)")
+        require(self.monitor in MONITORS, "train.monitor", self.monitor, " | ".join(MONITORS))
+        require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
+        require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
+        require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        require(self.crop_padding >= 0, "train.crop_padding", self.crop_padding, "an integer >= 0 (0 = off)")
+        require(self.device in DEVICES, "train.device", self.device, " | ".join(DEVICES))
+        require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
+        require(
             self.threshold == "tune" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
             "train.threshold",
             self.threshold,
             "a probability in (0, 1) exclusive, or tune",
         )
-        _require(
+        require(
             self.freeze == "none" or self.pretrained != "none",
             "train.freeze",
             self.freeze,
@@ -182,7 +182,7 @@ class Params:
     predict: PredictParams = field(default_factory=PredictParams)
 
     def __post_init__(self) -> None:
-        _require(self.task in TASKS, "task", self.task, " | ".join(TASKS))
+        require(self.task in TASKS, "task", self.task, " | ".join(TASKS))
         for name in self.model_args:
             if name in PIPELINE_MODEL_ARGS:
                 raise UserError(f"'model_args.{name}' is not for model_args: imgpipe sets it from {PIPELINE_MODEL_ARGS[name]}")
@@ -217,11 +217,12 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
             f"unknown key '{prefix}{unknown[0]}'; allowed keys in {where}: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
-    values = {name: _convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
+    values = {name: convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def convert(hint: Any, value: Any, key: str) -> Any:
+    """`value` as the type `hint` asks, or a UserError naming `key` and what it must be."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return build(hint, value if value is not None else {}, prefix=f"{key}.")
@@ -231,10 +232,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             return None
         inner = [o for o in options if o is not type(None)]
         if len(inner) == 1:
-            return _convert(inner[0], value, key)
+            return convert(inner[0], value, key)
         for option in inner:  # `float | str`: the first type that fits wins
             try:
-                return _convert(option, value, key)
+                return convert(option, value, key)
             except UserError:
                 pass
         names = " or ".join(TYPE_NAMES.get(o, o.__name__) for o in inner)
@@ -245,7 +246,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise UserError(f"'{key}' must be a list, got {value!r}")
         (inner, _) = typing.get_args(hint)
-        return tuple(_convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
             raise UserError(f"'{key}' must be true or false, got {value!r}")
@@ -301,6 +302,7 @@ def _parse_float(text: str) -> float | str:
         return text
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """A range check: a UserError naming `key`, its value and what is allowed."""
     if not ok:
         raise UserError(f"'{key}' is {value!r}; allowed: {allowed}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from imgpipe.errors import UserError
-from imgpipe.params import PIPELINE_MODEL_ARGS
+from imgpipe.params import PIPELINE_MODEL_ARGS, TYPE_NAMES, convert, require
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -86,9 +86,6 @@ def create_model(name: str, *, num_classes: int, in_channels: int, image_size: i
     return entry.build(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
 
 
-YAML_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
 def model_args_of(factory: ModelFactory) -> list[str]:
     """The names `model_args` may set for `factory`: its keyword arguments but num_classes, in_channels
     and image_size."""
@@ -116,25 +113,22 @@ def check_model_args(name: str, factory: ModelFactory, model_args: Mapping[str, 
 
 
 def _typed(value: Any, hint: Any, key: str) -> Any:
-    """`value` as the annotation `hint` asks (bool, int, float or str); other hints pass it as is."""
-    if hint is float and isinstance(value, str):
-        try:
-            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string
-        except ValueError:
-            pass
-    if hint not in YAML_TYPES:
+    """`value` as a bool, int, float or str annotation asks, checked as params.yaml's own values
+    are; other annotations pass it as is."""
+    if hint not in TYPE_NAMES:
         return value
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    fits = is_number if hint is float else isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
-    if not fits:
-        raise UserError(f"params: '{key}' must be {YAML_TYPES[hint]}, got {value!r}")
-    return float(value) if hint is float else value
+    try:
+        return convert(hint, value, key)
+    except UserError as err:
+        raise UserError(f"params: {err}") from None
 
 
 def require_arg(ok: bool, key: str, value: Any, allowed: str) -> None:
     """A factory's range check on one of its `model_args`, as params.yaml's own are reported."""
-    if not ok:
-        raise UserError(f"params: 'model_args.{key}' is {value!r}; allowed: {allowed}")
+    try:
+        require(ok, f"model_args.{key}", value, allowed)
+    except UserError as err:
+        raise UserError(f"params: {err}") from None
 
 
 def check_dropout(dropout: float) -> None:
