@@ -1,7 +1,9 @@
 """Train stage: fit `model` on the train split and keep the best epoch on `train.monitor`.
 
 Single-label or multi-label, as the annotation file says; multi-label models also store their
-decision rule (per-label thresholds, one-of label groups).
+decision rule (per-label thresholds, one-of label groups). With `train.nproc_per_node` or
+`train.nnodes` above 1 it launches itself as that many ranks under torchrun
+(docs/distributed.md); started by torchrun, it trains as one of them.
 
 \b
     python stages/train.py --params params.yaml --annotations data/annotations.csv \\
@@ -14,6 +16,7 @@ from typing import Annotated
 import typer
 
 from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.distributed import run_or_launch
 from imgpipe.params import load_params
 from imgpipe.training import train
 
@@ -30,8 +33,12 @@ def main(
     metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
 ) -> None:
     p = load_params(params)
-    best = train(p.model, p.image, p.train, p.seed, annotations, images, out, metrics, model_args=p.model_args)
-    print(f"train: best epoch {best['epoch']} (val/accuracy {best['val/accuracy']:.4f}) -> {out}")
+    argv = [__file__, "--params", str(params), "--annotations", str(annotations), "--images", str(images),
+            "--out", str(out), "--metrics", str(metrics)]  # each rank's command, when launched as several
+    best = run_or_launch(p.train, argv, lambda ranks: train(
+        p.model, p.image, p.train, p.seed, annotations, images, out, metrics, model_args=p.model_args, ranks=ranks))
+    if best:  # rank 0, or the only process
+        print(f"train: best epoch {best['epoch']} (val/accuracy {best['val/accuracy']:.4f}) -> {out}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ TOP_KEYS = "seed, task, model, model_args, data, image, augment, split, train, p
 TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
-    "pretrained, freeze, log_every, crop_padding, flip, device, amp, compile"
+    "pretrained, freeze, log_every, crop_padding, flip, device, amp, compile, "
+    "nproc_per_node, nnodes, rdzv_endpoint, sync_batchnorm"
 )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -38,10 +41,31 @@ def reports_user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            report(err)
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt as stop:
-            print("interrupted: outputs left unchanged", file=sys.stderr)
+            if not in_worker():  # the launcher says it once for all ranks
+                print("interrupted: outputs left unchanged", file=sys.stderr)
             raise typer.Exit(code=143 if isinstance(stop, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# A distributed training rank (see `imgpipe.distributed`) hands its errors to torchrun's launcher
+# through the error file the launcher names, so the launcher reports the first one once.
+USER_ERROR_KIND = "imgpipe.UserError"
+
+
+def in_worker() -> bool:
+    """Whether this process is a rank started by torchrun, not a command the user or DVC ran."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def report(err: UserError) -> None:
+    """One line on stderr; in a rank, into the launcher's error file instead."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE") if in_worker() else None
+    if not path:
+        print(f"error: {err}", file=sys.stderr)
+        return
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({"message": str(err), "timestamp": int(time.time()), "kind": USER_ERROR_KIND}, out)

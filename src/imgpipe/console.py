@@ -3,6 +3,7 @@
 \b
     imgpipe review --base main                               # Markdown to stdout
     imgpipe review --base origin/main --out review/review.md # plus PNG plots in review/review_files/
+    imgpipe train-worker --rdzv-endpoint head-host:29400     # on each other machine of a multi-machine run
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ def review(
         print(f"review: {out}, {len(result.plots)} plots in {plots_folder(out)}", file=sys.stderr)
     if fail_stale and result.stale:
         raise UserError(f"the head's committed results are stale ({', '.join(result.stale)}): rerun dvc repro and commit dvc.lock and metrics/")
+
+
+@app.command(name="train-worker")
+@reports_user_errors
+def train_worker(
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port where the head machine's run waits (default: train.rdzv_endpoint).")] = None,
+    params: Annotated[Path, typer.Option(help="The params file, the same as the head's.")] = Path("params.yaml"),
+    annotations: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/annotations.csv"),
+    images: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it; decoded images go beside it).")] = Path("models/model.pt"),
+    metrics: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it).")] = Path("metrics/train"),
+) -> None:
+    """Join a multi-machine training run (train.nnodes > 1) whose head machine runs `dvc repro`:
+    starts this machine's train.nproc_per_node ranks under torchrun. Run it in the project's root,
+    at the head's commit, after `dvc pull` (docs/distributed.md)."""
+    from imgpipe.distributed import join
+    from imgpipe.params import load_params
+
+    script = Path("stages/train.py")
+    if not script.is_file():
+        raise UserError(f"{script} not found: run imgpipe train-worker in the project's root, at the head's commit")
+    argv = [str(script), "--params", str(params), "--annotations", str(annotations), "--images", str(images),
+            "--out", str(out), "--metrics", str(metrics)]
+    join(load_params(params).train, rdzv_endpoint, argv)
 
 
 if __name__ == "__main__":

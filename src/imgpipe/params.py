@@ -124,6 +124,12 @@ class TrainParams:
     device: str = "auto"  # auto (a CUDA GPU when torch sees one) | cpu | cuda
     amp: bool = True  # on CUDA: mixed precision, bf16 where supported (else fp16 with loss scaling)
     compile: bool = False  # torch.compile the model (the first epoch pays the compile time)
+    # Distributed training with torchrun + DistributedDataParallel (docs/distributed.md). These
+    # change the speed, not what is learned: batch_size stays the global batch.
+    nproc_per_node: int | str = 1  # processes per machine: 1, N, or auto (one per visible GPU; 1 on CPU)
+    nnodes: int = 1  # machines; the others join with `imgpipe train-worker`
+    rdzv_endpoint: str | None = None  # host:port on the head machine where the nodes meet (nnodes > 1)
+    sync_batchnorm: bool = False  # batch-norm statistics over the global batch, not each process's share
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
@@ -143,6 +149,19 @@ class TrainParams:
         require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         require(self.crop_padding >= 0, "train.crop_padding", self.crop_padding, "an integer >= 0 (0 = off)")
         require(self.device in DEVICES, "train.device", self.device, " | ".join(DEVICES))
+        require(
+            self.nproc_per_node == "auto" or (isinstance(self.nproc_per_node, int) and self.nproc_per_node >= 1),
+            "train.nproc_per_node", self.nproc_per_node, "an integer >= 1, or auto",
+        )
+        require(self.nnodes >= 1, "train.nnodes", self.nnodes, "an integer >= 1")
+        require(
+            self.rdzv_endpoint is None or _is_endpoint(self.rdzv_endpoint),
+            "train.rdzv_endpoint", self.rdzv_endpoint, "null, or host:port of the head machine",
+        )
+        require(
+            self.nnodes == 1 or self.rdzv_endpoint is not None,
+            "train.rdzv_endpoint", self.rdzv_endpoint, "host:port of the head machine when train.nnodes > 1",
+        )
         require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
         require(
             self.threshold == "tune" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
@@ -156,6 +175,16 @@ class TrainParams:
             self.freeze,
             "none, unless train.pretrained is set (a frozen random backbone learns nothing)",
         )
+
+
+# Where and on how many processes training runs: not part of what a run learns, so a run
+# interrupted under one setting resumes under another.
+LAUNCH_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint")
+
+
+def _is_endpoint(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ fingerprint; and trimming the dvclive history logged after it."""
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,29 +34,85 @@ class LoopState:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # no deep copy of the weights
 
 
-def save_state(resume_dir: Path, run_id: str, state: LoopState, fit: Fit, generator: torch.Generator) -> None:
-    """Everything needed to continue after `state.epoch`, written atomically."""
-    payload = {
-        **state.as_dict(),
+def state_payload(run_id: str, state: LoopState, fit: Fit, generator: torch.Generator) -> dict:
+    """Everything needed to continue after `state.epoch`, every tensor copied to the CPU, so
+    training can go on while it is written (a copy takes milliseconds, the write a good part of
+    a second for a large model)."""
+    return {
+        **state.as_dict(),  # best_state is already a CPU copy, replaced (never changed) when the best moves
         "fingerprint": run_id,
-        "model": fit.model.state_dict(),
-        "optimizer": fit.optimizer.state_dict(),
-        "schedule": fit.schedule.state_dict(),
+        "model": _cpu_copy(fit.model.state_dict()),
+        "optimizer": _cpu_copy(fit.optimizer.state_dict()),
+        "schedule": copy.deepcopy(fit.schedule.state_dict()),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if fit.device.type == "cuda" else [],
         "shuffle_rng": generator.get_state(),
-        "scaler": fit.scaler.state_dict() if fit.scaler else {},
+        "scaler": copy.deepcopy(fit.scaler.state_dict()) if fit.scaler else {},
     }
+
+
+def _cpu_copy(tree):
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _cpu_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_cpu_copy(v) for v in tree)
+    return copy.deepcopy(tree)
+
+
+def save_state(resume_dir: Path, payload: dict) -> None:
+    """Write a `state_payload` atomically: a kill leaves the previous state file whole."""
     with atomic_file(Path(resume_dir) / STATE_FILE) as tmp:
         torch.save(payload, tmp)
 
 
-def restore_state(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator) -> LoopState | None:
-    """The loop state of an interrupted run with this fingerprint, with `fit` and `generator`
-    put back as they were; None when there is none to resume."""
-    payload = load_payload(Path(resume_dir) / STATE_FILE, run_id)
-    if payload is None:
-        return None
+class StateWriter:
+    """Saves the loop state in the background, so the next epoch does not wait for the disk.
+
+    At most one write is in flight: `save` first waits for the previous one (and raises its
+    error, if it failed). Leaving the `with` block waits for the last write, also on Ctrl-C, so
+    a rerun resumes after the last epoch that finished before the stop; a kill (SIGKILL) during
+    a write leaves the previous state, one epoch earlier.
+    """
+
+    def __init__(self, resume_dir: Path) -> None:
+        self.resume_dir = Path(resume_dir)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, payload: dict) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(payload,), name="imgpipe-state")
+        self._thread.start()
+
+    def _write(self, payload: dict) -> None:
+        try:
+            save_state(self.resume_dir, payload)
+        except BaseException as err:  # noqa: BLE001 - raised in the training thread by `wait`
+            self._error = err
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def __enter__(self) -> StateWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.wait()
+        elif self._thread is not None:  # already failing: finish the write, keep the first error
+            self._thread.join()
+
+
+def restore_state(payload: dict, fit: Fit, generator: torch.Generator) -> LoopState:
+    """Put `fit` and `generator` back as a saved `payload` (see `load_payload`) had them; the
+    loop state to continue from."""
     fit.model.load_state_dict(payload["model"])
     fit.optimizer.load_state_dict(payload["optimizer"])
     fit.schedule.load_state_dict(payload["schedule"])

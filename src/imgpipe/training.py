@@ -20,7 +20,8 @@ import math
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +32,38 @@ from torch import nn
 from imgpipe.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.batches import OnlineAugment, batches
-from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, to_model_input
+from imgpipe.data.tensors import (
+    LabelledImages,
+    channel_stats,
+    load_split,
+    map_split,
+    to_model_input,
+)
 from imgpipe.device import amp_dtype, resolve_device
+from imgpipe.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_optimizer, create_schedule
 from imgpipe.outputs import scratch_dir, staged_outputs
-from imgpipe.params import ImageParams, TrainParams
-from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
+from imgpipe.params import LAUNCH_KEYS, ImageParams, TrainParams
+from imgpipe.pretrained import (
+    freeze_backbone,
+    load_pretrained,
+    normalization,
+    set_train_mode,
+)
 from imgpipe.progress import progress
-from imgpipe.resume import LoopState, restore_state, save_state, truncate_history
+from imgpipe.resume import (
+    STATE_FILE,
+    LoopState,
+    StateWriter,
+    load_payload,
+    restore_state,
+    state_payload,
+    truncate_history,
+)
 from imgpipe.task import Multiclass, Task, task_of
-
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
 
@@ -66,11 +86,14 @@ class Fit:
     device: torch.device = torch.device("cpu")
     amp: torch.dtype | None = None  # autocast dtype, None = fp32
     channels_last: bool = False
-    compiled: nn.Module | None = None  # torch.compile(model), used for the training forward pass
+    # The training forward pass runs `model` through this when set: DistributedDataParallel
+    # (several ranks) and/or torch.compile (`train.compile`); `model` holds the weights.
+    wrapped: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    ranks: Ranks = field(default=SINGLE)  # this process's share of the work (imgpipe.distributed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.compiled or self.model)(x)
+        return (self.wrapped or self.model)(x)
 
 
 def seed_everything(seed: int) -> None:
@@ -96,33 +119,47 @@ def build_model(
 def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: torch.Generator, on_batch) -> float:
     """One pass over `data` in a shuffled order; returns the mean training loss.
 
-    `on_batch` gets each batch's loss as a 0-d tensor on the device: reading it (`.item()`)
-    waits for the GPU, so callers do that only for the batches they log.
+    Distributed, every rank draws the same order and steps on its share of each batch.
+    `on_batch` gets each batch's loss as a 0-d tensor on the device (distributed: this rank's
+    part of it, summed over the ranks by `fit.ranks.sum`): reading it (`.item()`) waits for the
+    GPU, so callers do that only for the batches they log.
     """
     set_train_mode(fit.model, fit.head, fit.frozen)
-    order = torch.randperm(len(data.targets), generator=generator)
+    n = len(data.targets)
+    order = torch.randperm(n, generator=generator)
     total = torch.zeros((), device=fit.device)
     mean, std = (torch.tensor(v, device=fit.device) for v in (fit.mean, fit.std))  # copied once, not per batch
     plan = functools.partial(fit.augment.plan, generator=generator) if fit.augment.active else None
-    feed = batches(data.images, data.targets, order, batch_size, fit.device, plan)
-    for images, targets, *drawn in progress(feed, desc="train", total=math.ceil(len(order) / batch_size)):
+    share = fit.ranks.share if fit.ranks.world > 1 else None
+    feed = batches(data.images, data.targets, order, batch_size, fit.device, plan, share=share)
+    sizes = (min(batch_size, n - start) for start in range(0, n, batch_size))  # whole batches, over all ranks
+    bar = progress(feed, desc="train", total=math.ceil(n / batch_size), show=fit.ranks.main)
+    for (images, targets, *drawn), size in zip(bar, sizes, strict=True):
         if drawn:
             images = fit.augment.apply(images, drawn[0])
-        loss = train_step(fit, to_model_input(images, mean, std), targets)
+        part = len(targets) / size  # 1 on a single process
+        loss = train_step(fit, to_model_input(images, mean, std), targets, weight=part * fit.ranks.world)
         total += loss * len(targets)
-        on_batch(loss)
-    return total.item() / len(order)
+        on_batch(loss if part == 1 else loss * part)
+    return fit.ranks.sum(total).item() / n
 
 
-def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """One optimisation step on a ready float batch; returns its loss, detached, on the device."""
+def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """One optimisation step on a ready float batch; returns its loss, detached, on the device.
+
+    Distributed, `weight` is this rank's share of the whole batch times the number of ranks:
+    DistributedDataParallel averages the ranks' gradients, and weighted so, that average is the
+    gradient of the whole batch's mean loss even when the last batch does not split evenly.
+    """
     scaler = fit.scaler or NO_SCALING
     if fit.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(fit.device.type, dtype=fit.amp, enabled=fit.amp is not None):
-        loss = fit.loss_fn(fit.forward(x), targets)
+        logits = fit.forward(x)
+        # a rank with no images in a short last batch still takes part in the gradient average
+        loss = fit.loss_fn(logits, targets) if len(targets) else logits.sum() * 0.0
     fit.optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss if weight == 1.0 else loss * weight).backward()
     if fit.clip_grad_norm > 0:
         scaler.unscale_(fit.optimizer)
         nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
@@ -135,11 +172,20 @@ def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def validate(fit: Fit, data: LabelledImages) -> dict[str, float]:
     """`val/loss`, `val/accuracy` and `val/f1_macro` (multi-label: exact-match accuracy, and
-    `val/f1_micro` too), as the task decides and scores."""
-    logits = predict_logits(fit.model, data.images, fit.mean, fit.std)
-    loss = fit.loss_fn(logits.to(fit.device), data.targets.to(fit.device)).item()
-    scores = {"loss": loss, **fit.task.validation_scores(data.targets, logits)}
-    return {f"val/{name}": value for name, value in scores.items()}
+    `val/f1_micro` too), as the task decides and scores.
+
+    Distributed, each rank runs its share of the images (no padding, so none counts twice), the
+    logits are gathered, and every rank gets rank 0's scores: the same decisions everywhere.
+    """
+    part = fit.ranks.share(len(data.targets))
+    logits = fit.ranks.gather_rows(predict_logits(fit.model, data.images[part], fit.mean, fit.std))
+
+    def scores() -> dict[str, float]:
+        loss = fit.loss_fn(logits.to(fit.device), data.targets.to(fit.device)).item()
+        found = {"loss": loss, **fit.task.validation_scores(data.targets, logits)}
+        return {f"val/{name}": value for name, value in found.items()}
+
+    return fit.ranks.from_main(scores)
 
 
 def improved(val: dict[str, float], best: dict[str, float], monitor: str, tie_break: bool = True) -> bool:
@@ -156,9 +202,11 @@ def improved(val: dict[str, float], best: dict[str, float], monitor: str, tie_br
 def fingerprint(
     model_name: str, image: ImageParams, params: TrainParams, seed: int, annotations: Path, model_args: dict | None = None
 ) -> str:
-    """Identifies a training run: a saved state resumes only a run with the same fingerprint."""
+    """Identifies a training run: a saved state resumes only a run with the same fingerprint.
+    How many processes train is not part of it (`LAUNCH_KEYS`): it changes the speed only."""
     args = sorted((model_args or {}).items())
-    digest = hashlib.sha256(json.dumps([model_name, args, asdict(image), asdict(params), seed]).encode())
+    train = {k: v for k, v in asdict(params).items() if k not in LAUNCH_KEYS}
+    digest = hashlib.sha256(json.dumps([model_name, args, asdict(image), train, seed]).encode())
     digest.update(Path(annotations).read_bytes())
     return digest.hexdigest()
 
@@ -177,10 +225,12 @@ def train(
     model_out: Path,
     metrics_dir: Path,
     model_args: dict | None = None,
-) -> dict[str, float]:
+    ranks: Ranks = SINGLE,
+) -> dict[str, float] | None:
     """Train `model_name` (built with `model_args`) and write the best epoch's model file and dvclive metrics.
 
-    Returns the best epoch's validation metrics.
+    Returns the best epoch's validation metrics; as one of several distributed `ranks`, rank 0
+    does that and writes everything, and the other ranks return None.
     """
     seed_everything(seed)
     table = read_annotations(annotations)
@@ -189,25 +239,29 @@ def train(
         if not (table["split"] == split).any():
             raise UserError(f"{annotations}: the {split} split is empty; raise split.{split} or add images")
     task.check_params(params)
+    run_id = fingerprint(model_name, image, params, seed, annotations, model_args)
+    same_run_everywhere(ranks, run_id)
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
     model = build_model(model_name, params, len(task.classes), channels, image.size, model_args)
-    # Decoded into memory-mapped files; the folder goes when the block ends, but the open maps
-    # keep their data (an unlinked file lives until its last map closes), so nothing is left behind.
-    with scratch_dir(model_out) as pixels:
-        train_data = load_split(table, "train", images_root, task, image.size, channels, cache_dir=pixels)
-        val_data = load_split(table, "val", images_root, task, image.size, channels, cache_dir=pixels)
-    fit = make_fit(model_name, model, params, image.normalize, train_data, task.for_training(params, train_data.targets))
+    train_data, val_data = decode_splits(table, images_root, task, image.size, channels, model_out, ranks)
+    fit = make_fit(model_name, model, params, image.normalize, train_data,
+                   task.for_training(params, train_data.targets), ranks)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
-    run_id = fingerprint(model_name, image, params, seed, annotations, model_args)
     state = start_or_resume(resume_dir, run_id, fit, generator)
 
     live_dir = resume_dir / "live"
-    with Live(str(live_dir), resume=state.epoch > 0, dvcyaml=None, save_dvc_exp=False) as live:
-        run_epochs(fit, params, train_data, val_data, generator, live, state,
-                   checkpoint=lambda: save_state(resume_dir, run_id, state, fit, generator))
+    logger = Live(str(live_dir), resume=state.epoch > 0, dvcyaml=None, save_dvc_exp=False) if ranks.main else nullcontext(NotLogged())
+    with logger as live, StateWriter(resume_dir) as writer:
+        def checkpoint() -> None:
+            if ranks.main:  # one writer
+                writer.save(state_payload(run_id, state, fit, generator))
+
+        run_epochs(fit, params, train_data, val_data, generator, live, state, checkpoint)
         live.summary["best"] = state.best
+    if not ranks.main:
+        return None
 
     task = fit.task.after_training(params, lambda: best_logits(fit, state, val_data), val_data.targets)
     spec = ModelSpec(model_name, task.classes, image.size, channels, fit.mean, fit.std,
@@ -219,6 +273,51 @@ def train(
     return state.best
 
 
+class NotLogged:
+    """Stands in for dvclive's `Live` on the ranks that do not log (all but rank 0)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.summary: dict = {}
+
+    def log_metric(self, name: str, value: float) -> None:
+        pass
+
+    def make_summary(self) -> None:
+        pass
+
+
+def same_run_everywhere(ranks: Ranks, run_id: str) -> None:
+    """Every rank must train the same run: another machine with other params or data would
+    silently train something else."""
+    ids = ranks.all_objects(run_id)
+    for rank, other in enumerate(ids):
+        if other != ids[0]:
+            raise UserError(f"rank {rank}'s params or annotation file differ from rank 0's; give every machine "
+                            "the same commit and data (git pull && dvc pull) and the same params.yaml")
+
+
+def decode_splits(
+    table, images_root: Path, task: Task, size: int, channels: int, model_out: Path, ranks: Ranks = SINGLE,
+) -> tuple[LabelledImages, LabelledImages]:
+    """The train and val images, decoded once per machine into memory-mapped files.
+
+    Local rank 0 decodes into a scratch folder beside `model_out`; the machine's other ranks wait,
+    then map the same files. The folder goes when every rank has mapped it: an unlinked file lives
+    until its last map closes, so nothing is left behind and no rank holds the images in its own memory.
+    """
+    decodes = ranks.local_rank == 0
+    with scratch_dir(model_out) if decodes else nullcontext() as pixels:
+        pixels = ranks.node_value(pixels)
+        if decodes:
+            loaded = [load_split(table, s, images_root, task, size, channels, cache_dir=pixels) for s in ("train", "val")]
+        ranks.barrier()
+        if not decodes:
+            loaded = [map_split(table, s, task, pixels) for s in ("train", "val")]
+        ranks.barrier()
+    return loaded[0], loaded[1]
+
+
 @torch.no_grad()
 def best_logits(fit: Fit, state: LoopState, data: LabelledImages) -> torch.Tensor:
     """The best epoch's logits on `data` (loads its weights into `fit.model`)."""
@@ -228,18 +327,22 @@ def best_logits(fit: Fit, state: LoopState, data: LabelledImages) -> torch.Tenso
 
 def make_fit(
     model_name: str, model: nn.Module, params: TrainParams, normalize: bool, train_data: LabelledImages,
-    task: Task | None = None,
+    task: Task | None = None, ranks: Ranks = SINGLE,
 ) -> Fit:
     """Optimizer, the task's loss, schedule and input normalisation for training `model` on
-    `train_data` (`task` None: single-label); moves `model` to `train.device`."""
+    `train_data` (`task` None: single-label); moves `model` to `train.device` (distributed: the
+    rank's GPU) and, for several `ranks`, wraps it in DistributedDataParallel."""
     task = task or Multiclass([])
     channels = train_data.images.shape[1]
     mean, std = normalization(model_name, params.pretrained) or (
         channel_stats(train_data.images) if normalize else ([0.0] * channels, [1.0] * channels)
     )
-    device = resolve_device(params.device)
+    device = rank_device(resolve_device(params.device), ranks)
+    if ranks.world > 1 and params.sync_batchnorm:
+        model = sync_batchnorm(model, device)
     channels_last = device.type == "cuda"  # NHWC convolutions are the fast ones on GPUs
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    wrapped = parallel(model, device) if ranks.world > 1 else None
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
     steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
     autocast = amp_dtype(device, params.amp)
@@ -258,19 +361,25 @@ def make_fit(
         device=device,
         amp=autocast,
         channels_last=channels_last,
-        compiled=torch.compile(model) if params.compile else None,
+        wrapped=torch.compile(wrapped or model) if params.compile else wrapped,
         scaler=torch.amp.GradScaler(device.type) if autocast == torch.float16 else None,
+        ranks=ranks,
     )
 
 
 def start_or_resume(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator) -> LoopState:
-    """The loop state: restored from an interrupted run with the same fingerprint, else fresh."""
-    state = restore_state(resume_dir, run_id, fit, generator)
-    if state is None:
-        shutil.rmtree(resume_dir, ignore_errors=True)
+    """The loop state: restored from an interrupted run with the same fingerprint, else fresh.
+    Distributed, rank 0 reads the state file and sends it to every rank."""
+    ranks = fit.ranks
+    payload = ranks.from_main(lambda: load_payload(resume_dir / STATE_FILE, run_id))
+    if payload is None:
+        if ranks.main:
+            shutil.rmtree(resume_dir, ignore_errors=True)
         return LoopState()
-    truncate_history(resume_dir / "live", state.step)
-    print(f"train: resuming after epoch {state.epoch} from {resume_dir}")
+    state = restore_state(payload, fit, generator)
+    if ranks.main:
+        truncate_history(resume_dir / "live", state.step)
+        print(f"train: resuming after epoch {state.epoch} from {resume_dir}")
     return state
 
 
@@ -285,11 +394,12 @@ def run_epochs(
         state.step += 1
         if state.step % params.log_every == 0:
             live.step = state.step
-            live.log_metric("train/batch_loss", loss.item())
+            live.log_metric("train/batch_loss", fit.ranks.sum(loss).item())
 
+    say = print if fit.ranks.main else lambda *_: None
     for epoch in range(state.epoch + 1, params.epochs + 1):
         if params.patience and state.bad_epochs >= params.patience:
-            print(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
+            say(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
             break
         lr = fit.optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(fit, train_data, params.batch_size, generator, on_batch)
@@ -301,7 +411,7 @@ def run_epochs(
         live.log_metric("train/loss", train_loss)
         for name, value in val.items():
             live.log_metric(name, value)
-        print(f"epoch {epoch}: train/loss {train_loss:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        say(f"epoch {epoch}: train/loss {train_loss:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
         state.bad_epochs = 0 if improved(val, state.best, params.monitor, tie_break=False) else state.bad_epochs + 1
         if improved(val, state.best, params.monitor):
             state.best = {"epoch": epoch, **val}

@@ -69,8 +69,13 @@ def batches(
     device: torch.device,
     plan: Callable[[int], torch.Tensor] | None = None,
     prefetch: bool | None = None,
+    share: Callable[[int], slice] | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """(images, targets[, plan(batch size)]) in `order`, `batch_size` at a time, on `device`.
+
+    With `share` (a distributed rank's, `imgpipe.distributed.Ranks.share`) only that part of each
+    batch, after the whole batch's `plan` is drawn: every rank draws the same random numbers, so
+    the images are augmented as on a single process.
 
     On CUDA the batches are gathered one ahead on a background thread, pinned and copied without
     blocking, so the GPU never waits and the CPU never waits for it (nothing pageable is copied,
@@ -84,7 +89,11 @@ def batches(
     def gather() -> Iterator[list[torch.Tensor]]:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            parts = [images[idx], targets[idx]] + ([plan(len(idx))] if plan else [])
+            drawn = [plan(len(idx))] if plan else []
+            if share:
+                part = share(len(idx))
+                idx, drawn = idx[part], [d[part] for d in drawn]
+            parts = [images[idx], targets[idx], *drawn]
             yield [p.pin_memory() for p in parts] if cuda else parts
 
     for parts in ahead(gather()) if prefetch else gather():

@@ -127,3 +127,10 @@ def load_split(
     out = None if cache_dir is None else Path(cache_dir) / f"{split}.npy"
     images = load_images(members(rows, images_root), size, channels, desc=split, out=out)
     return LabelledImages(images, task.targets(rows))
+
+
+def map_split(table: pd.DataFrame, split: str, task: Task, cache_dir: Path) -> LabelledImages:
+    """One split as `load_split` decoded it into `cache_dir` (another process, on this machine),
+    memory-mapped copy-on-write: shared pages, never written back."""
+    images = np.load(Path(cache_dir) / f"{split}.npy", mmap_mode="c")
+    return LabelledImages(torch.from_numpy(images), task.targets(table[table["split"] == split]))
