@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -47,6 +48,16 @@ def reports_user_errors(func: F) -> F:
             if not in_worker():  # the launcher says it once for all ranks
                 print("interrupted: outputs left unchanged", file=sys.stderr)
             raise typer.Exit(code=143 if isinstance(stop, Terminated) else 130) from None
+        except Exception as err:
+            if not in_worker():
+                raise
+            # A rank's failure: often only that a peer died first. The launcher shows the first
+            # failure's traceback (torchrun's error file), not one per rank.
+            record_failure(err)
+            raise typer.Exit(code=1) from None
+        finally:
+            if in_worker():  # the launcher's SIGTERM for the other ranks, once this one is done
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     return wrapper  # type: ignore[return-value]
 
@@ -63,9 +74,22 @@ def in_worker() -> bool:
 
 def report(err: UserError) -> None:
     """One line on stderr; in a rank, into the launcher's error file instead."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE") if in_worker() else None
-    if not path:
+    if not _error_file({"message": str(err), "timestamp": int(time.time()), "kind": USER_ERROR_KIND}):
         print(f"error: {err}", file=sys.stderr)
-        return
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump({"message": str(err), "timestamp": int(time.time()), "kind": USER_ERROR_KIND}, out)
+
+
+def record_failure(err: Exception) -> None:
+    """A rank's unexpected exception, with its traceback, in torchrun's error-file format."""
+    callstack = traceback.format_exc()
+    message = {"message": f"{type(err).__name__}: {err}", "extraInfo": {"py_callstack": callstack, "timestamp": str(int(time.time()))}}
+    if not _error_file({"message": message}):
+        print(callstack, file=sys.stderr, end="")
+
+
+def _error_file(data: dict) -> bool:
+    """Write `data` where torchrun's launcher reads a rank's failure; False when it names none."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE") if in_worker() else None
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump(data, out)
+    return bool(path)

@@ -51,15 +51,19 @@ def review(
 @reports_user_errors
 def train_worker(
     rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port where the head machine's run waits (default: train.rdzv_endpoint).")] = None,
+    nnodes: Annotated[int | None, typer.Option(min=2, help="Machines in the run, the head's train.nnodes (default: train.nnodes).")] = None,
+    nproc_per_node: Annotated[str | None, typer.Option(help="Ranks on this machine: N or auto (default: train.nproc_per_node).")] = None,
     params: Annotated[Path, typer.Option(help="The params file, the same as the head's.")] = Path("params.yaml"),
     annotations: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/annotations.csv"),
     images: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/augmented"),
     out: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it; decoded images go beside it).")] = Path("models/model.pt"),
     metrics: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it).")] = Path("metrics/train"),
 ) -> None:
-    """Join a multi-machine training run (train.nnodes > 1) whose head machine runs `dvc repro`:
-    starts this machine's train.nproc_per_node ranks under torchrun. Run it in the project's root,
-    at the head's commit, after `dvc pull` (docs/distributed.md)."""
+    """Join a multi-machine training run whose head machine runs `dvc repro` (or `dvc exp run`)
+    with train.nnodes > 1: starts this machine's ranks under torchrun. Run it in the project's
+    root, at the head's commit, after `dvc pull` (docs/distributed.md). The options override
+    params.yaml's launch keys, which are not part of what is trained, so an `exp run -S` on the
+    head needs no edit here."""
     from imgpipe.distributed import join
     from imgpipe.params import load_params
 
@@ -68,7 +72,7 @@ def train_worker(
         raise UserError(f"{script} not found: run imgpipe train-worker in the project's root, at the head's commit")
     argv = [str(script), "--params", str(params), "--annotations", str(annotations), "--images", str(images),
             "--out", str(out), "--metrics", str(metrics)]
-    join(load_params(params).train, rdzv_endpoint, argv)
+    join(load_params(params).train, argv, rdzv_endpoint=rdzv_endpoint, nnodes=nnodes, nproc_per_node=nproc_per_node)
 
 
 if __name__ == "__main__":

@@ -143,13 +143,22 @@ def run_or_launch(params: TrainParams, argv: list[str], run: Callable[[Ranks], T
     return None
 
 
-def join(params: TrainParams, rdzv_endpoint: str | None, argv: list[str]) -> None:
+def join(
+    params: TrainParams, argv: list[str], rdzv_endpoint: str | None = None, nnodes: int | None = None,
+    nproc_per_node: str | None = None,
+) -> None:
     """On a machine other than the head: launch this machine's ranks into the head's run at
-    `rdzv_endpoint` (default `train.rdzv_endpoint`)."""
+    `rdzv_endpoint`; each value left None comes from `params`."""
+    nproc = None if nproc_per_node is None else int(nproc_per_node) if nproc_per_node.isdigit() else nproc_per_node
+    params = dataclasses.replace(  # checked as params.yaml's values are
+        params,
+        rdzv_endpoint=rdzv_endpoint or params.rdzv_endpoint,
+        nnodes=nnodes or params.nnodes,
+        nproc_per_node=params.nproc_per_node if nproc is None else nproc,
+    )
     if params.nnodes == 1:
         raise UserError("train.nnodes is 1: there is no multi-machine run to join; "
-                        "use the head's params.yaml, where train.nnodes is the number of machines")
-    params = dataclasses.replace(params, rdzv_endpoint=rdzv_endpoint or params.rdzv_endpoint)  # checks its form
+                        "pass --nnodes as the head's train.nnodes, or use the head's params.yaml")
     plan = plan_launch(params, resolve_device(params.device))
     print(f"train-worker: {plan.nproc_per_node} rank(s) joining the run at {plan.rdzv_endpoint}")
     launch(plan, argv, head=False)
@@ -216,7 +225,15 @@ def launch(plan: Launch, argv: list[str], head: bool = True) -> None:
     try:
         elastic_launch(config, entrypoint=sys.executable)(*argv)
     except ChildFailedError as failed:
-        raise UserError(root_cause(failed, plan.world)) from None
+        rank, failure = root_cause(failed)
+        if failure.error_file_data.get("kind") == USER_ERROR_KIND:
+            raise UserError(failure.message) from None
+        message = failure.error_file_data.get("message")
+        if isinstance(message, dict):  # a Python exception: its traceback, once
+            print(message.get("extraInfo", {}).get("py_callstack", ""), file=sys.stderr, end="")
+        how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"failed with exit code {failure.exitcode}"
+        raise UserError(f"train: rank {rank} of {plan.world} (pid {failure.pid}) {how}; the other ranks were stopped "
+                        "and the outputs left unchanged; rerun to resume from the last saved epoch") from None
     except SignalException as stop:
         raise (KeyboardInterrupt if stop.sigval == signal.SIGINT else Terminated)() from None
 
@@ -229,17 +246,17 @@ def quiet_launcher() -> None:
             logging.getLogger(name).setLevel(logging.ERROR + 10)
 
 
-def root_cause(failed, world: int) -> str:
-    """One line for a failed launch: a rank's `UserError` as it said it, else the rank that died
-    first (a signal before an exit code: when one rank is killed, the others fail after it)."""
-    failures = sorted(failed.failures.items(), key=lambda item: (item[1].exitcode >= 0, item[1].timestamp, item[0]))
-    for rank, failure in failures:
-        if failure.error_file_data.get("kind") == USER_ERROR_KIND:
-            return failure.message
-    rank, failure = failures[0]
-    how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"failed with exit code {failure.exitcode}"
-    return (f"train: rank {rank} of {world} (pid {failure.pid}) {how}; "
-            "the other ranks were stopped and the outputs left unchanged; rerun to resume from the last saved epoch")
+def root_cause(failed):
+    """(rank, failure) of a failed launch that explains it: a `UserError` a rank reported, else
+    the rank that failed first: killed by a signal, then an exit code, and SIGTERM last, which the
+    launcher itself sends to stop the other ranks once one has failed."""
+
+    def order(item):
+        rank, failure = item
+        told = failure.error_file_data.get("kind") == USER_ERROR_KIND
+        return not told, failure.exitcode == -signal.SIGTERM, failure.exitcode >= 0, failure.timestamp, rank
+
+    return min(failed.failures.items(), key=order)
 
 
 @contextmanager
@@ -254,6 +271,7 @@ def worker(device: torch.device) -> Iterator[Ranks]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield ranks
+        dist.barrier()  # the ranks leave together, after rank 0 has written the outputs
     finally:
         dist.destroy_process_group()
 

@@ -7,7 +7,7 @@ import copy
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import torch
 
@@ -100,7 +100,7 @@ class StateWriter:
             err, self._error = self._error, None
             raise err
 
-    def __enter__(self) -> StateWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
