@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.distributed import run_or_launch
+from imgpipe.distributed import rank_argv, run_or_launch
 from imgpipe.params import load_params
 from imgpipe.training import train
 
@@ -33,8 +33,7 @@ def main(
     metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
 ) -> None:
     p = load_params(params)
-    argv = [__file__, "--params", str(params), "--annotations", str(annotations), "--images", str(images),
-            "--out", str(out), "--metrics", str(metrics)]  # each rank's command, when launched as several
+    argv = rank_argv(__file__, params=params, annotations=annotations, images=images, out=out, metrics=metrics)
     best = run_or_launch(p.train, argv, lambda ranks: train(
         p.model, p.image, p.train, p.seed, annotations, images, out, metrics, model_args=p.model_args, ranks=ranks))
     if best:  # rank 0, or the only process

@@ -64,14 +64,13 @@ def train_worker(
     root, at the head's commit, after `dvc pull` (docs/distributed.md). The options override
     params.yaml's launch keys, which are not part of what is trained, so an `exp run -S` on the
     head needs no edit here."""
-    from imgpipe.distributed import join
+    from imgpipe.distributed import join, rank_argv
     from imgpipe.params import load_params
 
     script = Path("stages/train.py")
     if not script.is_file():
         raise UserError(f"{script} not found: run imgpipe train-worker in the project's root, at the head's commit")
-    argv = [str(script), "--params", str(params), "--annotations", str(annotations), "--images", str(images),
-            "--out", str(out), "--metrics", str(metrics)]
+    argv = rank_argv(str(script), params=params, annotations=annotations, images=images, out=out, metrics=metrics)
     join(load_params(params).train, argv, rdzv_endpoint=rdzv_endpoint, nnodes=nnodes, nproc_per_node=nproc_per_node)
 
 

@@ -125,6 +125,11 @@ def _wire_device() -> torch.device:
 
 # --- launching -------------------------------------------------------------------------------
 
+def rank_argv(script: str, **options: object) -> list[str]:
+    """The command each rank runs: `script --name value ...` (underscores as dashes)."""
+    return [script, *(part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value)))]
+
+
 def run_or_launch(params: TrainParams, argv: list[str], run: Callable[[Ranks], T]) -> T | None:
     """`run(ranks)`: in this process (one process in all), as this rank (started by torchrun),
     or, for several processes, nowhere here: `python argv...` is launched as the ranks (None)."""
