@@ -89,8 +89,10 @@ def test_a_killed_rank_stops_the_stage_and_a_rerun_on_one_process_resumes(prepar
     assert (folder / "models/model.pt").exists() and not (folder / STATE).exists()
 
 
-@pytest.mark.parametrize(("sig", "group", "code"), [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
-                         ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(("sig", "group", "code"), [
+    pytest.param(signal.SIGINT, True, 130, id="ctrl-c"),
+    pytest.param(signal.SIGTERM, False, 143, id="sigterm", marks=pytest.mark.slow),
+])
 def test_ctrl_c_and_sigterm_stop_every_rank(prepared_shapes: Path, tmp_path: Path, sig, group, code):
     """Ctrl-C reaches the whole process group (launcher and ranks); DVC's SIGTERM reaches the
     launcher only, which stops the ranks. Either way: one line, the exit status, no outputs."""
@@ -112,6 +114,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_machines_on_localhost_learn_what_one_process_does(prepared_shapes: Path, tmp_path: Path):
     """The head runs the train stage with train.nnodes 2; the other "machine", a second copy of
     the project (data as `dvc pull` leaves it; params.yaml without the head's -S launch keys),

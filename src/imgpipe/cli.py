@@ -56,8 +56,8 @@ def reports_user_errors(func: F) -> F:
             record_failure(err)
             raise typer.Exit(code=1) from None
         finally:
-            if in_worker():  # the launcher's SIGTERM for the other ranks, once this one is done
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if in_worker() and signal.getsignal(signal.SIGTERM) is _raise_terminated:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the launcher's SIGTERM, once this rank is done
 
     return wrapper  # type: ignore[return-value]
 

@@ -277,6 +277,12 @@ def worker(device: torch.device) -> Iterator[Ranks]:
     try:
         yield ranks
         dist.barrier()  # the ranks leave together, after rank 0 has written the outputs
+    except BaseException:
+        # Stopping: the launcher's SIGTERM follows Ctrl-C or a failed peer, and must not cut the
+        # teardown below short (a half-closed process group aborts the interpreter at exit).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
     finally:
         dist.destroy_process_group()
 
