@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import (
-    REPO,
-    assert_one_line_error,
-    copy_prepared,
-    run,
-    stage,
-    stage_in_process,
-)
+from helpers import REPO, assert_one_line_error, copy_prepared, run, stage, stage_in_process
 
 from imgpipe.distributed import plan_launch
 from imgpipe.errors import UserError

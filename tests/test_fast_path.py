@@ -14,23 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from messy import odd_images
 
 from imgpipe.data import tensors
 from imgpipe.data.batches import OnlineAugment, ahead, batches
 from imgpipe.data.readers import load_pixels
-from imgpipe.data.tensors import (
-    LabelledImages,
-    channel_stats,
-    load_images,
-    to_model_input,
-)
+from imgpipe.data.tensors import LabelledImages, channel_stats, load_images, to_model_input
 from imgpipe.device import amp_dtype, resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.models.registry import create_model
 from imgpipe.params import TrainParams
 from imgpipe.training import Fit, make_fit, train_one_epoch
+from messy import odd_images
 
 TRAIN = TrainParams(epochs=1, batch_size=8, lr=0.01)
 
@@ -119,7 +114,7 @@ def test_batches_come_in_order_with_their_targets_and_plans(prefetch):
     images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 2, 2).contiguous()
     targets = torch.arange(50) * 10
     order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
-    plan = lambda n: torch.full((n, 3), n)
+    plan = lambda n: torch.full((n, 3), n)  # noqa: E731
     got = list(batches(images, targets, order, 8, torch.device("cpu"), plan, prefetch=prefetch))
     assert [len(y) for _, y, _ in got] == [8] * 6 + [2]
     assert torch.equal(torch.cat([x[:, 0, 0, 0] for x, _, _ in got]).long(), order)

@@ -32,13 +32,7 @@ from torch import nn
 from imgpipe.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.batches import OnlineAugment, batches
-from imgpipe.data.tensors import (
-    LabelledImages,
-    channel_stats,
-    load_split,
-    map_split,
-    to_model_input,
-)
+from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, map_split, to_model_input
 from imgpipe.device import amp_dtype, resolve_device
 from imgpipe.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
 from imgpipe.errors import UserError
@@ -47,22 +41,9 @@ from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_optimizer, create_schedule
 from imgpipe.outputs import scratch_dir, staged_outputs
 from imgpipe.params import LAUNCH_KEYS, ImageParams, TrainParams
-from imgpipe.pretrained import (
-    freeze_backbone,
-    load_pretrained,
-    normalization,
-    set_train_mode,
-)
+from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
-from imgpipe.resume import (
-    STATE_FILE,
-    LoopState,
-    StateWriter,
-    load_payload,
-    restore_state,
-    state_payload,
-    truncate_history,
-)
+from imgpipe.resume import STATE_FILE, LoopState, StateWriter, load_payload, restore_state, state_payload, truncate_history
 from imgpipe.task import Multiclass, Task, task_of
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
