@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
 import pytest
 
@@ -204,3 +205,18 @@ def test_leftovers_of_a_live_process_are_kept(tmp_path):
     with atomic_dir(target):
         pass
     assert other.exists()
+
+
+def test_a_temporary_made_but_not_yet_registered_when_interrupted_is_removed(tmp_path, monkeypatch):
+    """Ctrl-C raised between creating a temporary and recording it (Python raises a pending
+    signal at its next check, which may fall inside tempfile) still leaves nothing behind."""
+    made = tempfile.mkdtemp
+
+    def interrupted(*args, **kwargs):
+        made(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tempfile, "mkdtemp", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "out"):
+        pass
+    assert list(tmp_path.iterdir()) == []

@@ -31,6 +31,7 @@ class StagedOutputs:
 
     pending: list[tuple[Path, Path]] = field(default_factory=list)  # (temporary, target)
     made: list[Path] = field(default_factory=list)  # parent folders created for the targets
+    targets: list[Path] = field(default_factory=list)  # every target a temporary was asked for
 
     def folder(self, target: Path) -> Path:
         """An empty temporary folder that will become `target`."""
@@ -60,6 +61,7 @@ class StagedOutputs:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.made += missing  # deepest first
         remove_leftovers(target)
+        self.targets.append(target)  # before its temporary exists: discard finds it even unregistered
         return target
 
     def discard(self) -> None:
@@ -71,6 +73,12 @@ class StagedOutputs:
         for tmp, _ in self.pending:
             _remove(tmp)
         self.pending.clear()
+        for target in self.targets:  # one made but not yet registered when an interrupt landed
+            own = f".{target.name}.tmp-{os.getpid()}-"
+            for path in target.parent.iterdir() if target.parent.is_dir() else []:
+                if path.name.startswith(own):
+                    _remove(path)
+        self.targets.clear()
         for folder in self.made:
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -91,6 +99,7 @@ class StagedOutputs:
         for tmp, target in self.pending:
             os.replace(tmp, target)
         self.pending.clear()
+        self.targets.clear()
         for old in olds:
             _remove(old)
 
