@@ -315,9 +315,9 @@ def make_fit(
     rank's GPU) and, for several `ranks`, wraps it in DistributedDataParallel."""
     task = task or Multiclass([])
     channels = train_data.images.shape[1]
-    mean, std = normalization(model_name, params.pretrained) or (
+    mean, std = ranks.from_main(lambda: normalization(model_name, params.pretrained) or (  # one pass over the images, not one per rank
         channel_stats(train_data.images) if normalize else ([0.0] * channels, [1.0] * channels)
-    )
+    ))
     device = rank_device(resolve_device(params.device), ranks)
     if ranks.world > 1 and params.sync_batchnorm:
         model = sync_batchnorm(model, device)
