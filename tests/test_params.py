@@ -27,7 +27,7 @@ TOP_KEYS = "seed, task, model, model_args, data, image, augment, split, train, p
 TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
-    "pretrained, freeze, log_every, crop_padding, flip, device, amp, compile, "
+    "pretrained, freeze, freeze_epochs, log_every, crop_padding, flip, device, amp, compile, "
     "nproc_per_node, nnodes, rdzv_endpoint, sync_batchnorm"
 )
 
@@ -252,10 +252,10 @@ def test_split_fraction_out_of_range_is_rejected(tmp_path):
     assert error_of(path) == f"{path}: 'split.train' is 1.2; allowed: a fraction in [0, 1]"
 
 
-@pytest.mark.parametrize("channels", [2, 0, 4])
+@pytest.mark.parametrize("channels", [2, 0, 4, "rgb"])
 def test_image_channels_other_than_1_or_3_are_rejected(tmp_path, channels):
     path = with_override(tmp_path, "image", "channels", channels)
-    assert error_of(path) == f"{path}: 'image.channels' is {channels}; allowed: 1 or 3"
+    assert error_of(path) == f"{path}: 'image.channels' is {channels!r}; allowed: auto, 1 or 3"
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -267,7 +267,7 @@ def test_image_channels_1_and_3_are_accepted(tmp_path, channels):
 @pytest.mark.parametrize(
     ("section", "key", "value", "allowed"),
     [
-        ("image", "size", 4, "an integer >= 8"),
+        ("image", "size", 4, "auto, or an integer >= 8"),
         ("augment", "shear", 90, "degrees in [0, 90)"),
         ("train", "epochs", 0, "an integer >= 1"),
         ("train", "lr", 0, "a number > 0"),

@@ -32,21 +32,35 @@ class DataParams:
     image_column: str | None = None
     labels_column: str | None = None
     max_extract_gb: float = 20.0  # refuse archives that would expand beyond this (zip bombs)
+    # Where labels come from: `folders` (class sub-folders, or an annotation file) or `filename`,
+    # parsed with `filename_pattern` (never detected: a file name means nothing unless you say so).
+    labels_from: str = "folders"
+    filename_pattern: str | None = None
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
         require(self.max_extract_gb > 0, "data.max_extract_gb", self.max_extract_gb, "a size in GB > 0")
+        require(self.labels_from in LABELS_FROM, "data.labels_from", self.labels_from, " | ".join(LABELS_FROM))
+        require(
+            self.labels_from != "filename" or self.filename_pattern is not None,
+            "data.filename_pattern", self.filename_pattern, "a regular expression when data.labels_from is filename",
+        )
+
+
+LABELS_FROM = ("folders", "filename")
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class ImageParams:
-    size: int = 32  # images are resized to size x size
-    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    # `auto` is resolved by the train stage from the training images (`imgpipe.data.profile`).
+    size: int | str = 32  # images are resized to size x size; auto: from their typical shorter side
+    channels: int | str = 1  # 1 (grayscale) or 3 (RGB); auto: 3 when the training images carry colour
     normalize: bool = True  # standardise with the training split's per-channel mean/std
 
     def __post_init__(self) -> None:
-        require(self.channels in (1, 3), "image.channels", self.channels, "1 or 3")
-        require(self.size >= 8, "image.size", self.size, "an integer >= 8")
+        require(self.channels in (1, 3, AUTO), "image.channels", self.channels, "auto, 1 or 3")
+        require(self.size == AUTO or (isinstance(self.size, int) and self.size >= 8), "image.size", self.size, "auto, or an integer >= 8")
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,8 @@ class TrainParams:
     patience: int = 0  # early stopping after N epochs without improvement; 0 = off
     pretrained: str = "none"  # none | imagenet | path to a state-dict file
     freeze: str = "none"  # none | backbone (train only the classifier head)
+    # fastai's fine_tune: train only the head for N epochs, then everything (the lr schedule restarts)
+    freeze_epochs: int = 0
     log_every: int = 20  # log the batch loss every N batches
     # Online augmentation, drawn anew each epoch on whole batches (on the GPU when training there).
     crop_padding: int = 0  # shift each image by up to N px (zero fill), like RandomCrop(size, padding=N)
@@ -146,6 +162,12 @@ class TrainParams:
         require(self.monitor in MONITORS, "train.monitor", self.monitor, " | ".join(MONITORS))
         require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
         require(self.freeze in ("none", "backbone"), "train.freeze", self.freeze, "none | backbone")
+        require(0 <= self.freeze_epochs < self.epochs, "train.freeze_epochs", self.freeze_epochs, "an integer in [0, train.epochs)")
+        require(
+            self.freeze_epochs == 0 or (self.pretrained != "none" and self.freeze == "none"),
+            "train.freeze_epochs", self.freeze_epochs,
+            "0, unless train.pretrained is set and train.freeze is none (freeze: backbone stays frozen throughout)",
+        )
         require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         require(self.crop_padding >= 0, "train.crop_padding", self.crop_padding, "an integer >= 0 (0 = off)")
         require(self.device in DEVICES, "train.device", self.device, " | ".join(DEVICES))
