@@ -25,7 +25,7 @@ from imgpipe.metrics import classification_metrics
 from imgpipe.models import list_models
 from imgpipe.params import load_params
 from imgpipe.task import task_of
-from imgpipe.training import build_model, make_fit, seed_everything, train_one_epoch
+from imgpipe.training import build_model, make_fit, resolved_image, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -38,7 +38,7 @@ class BudgetSpent(Exception):
 
 def bench_model(name: str, params, table, images_root: Path, budget: float) -> dict:
     seed_everything(params.seed)
-    image, train = params.image, params.train
+    image, train = resolved_image(params.image, table, images_root), params.train  # `auto` as the train stage resolves it
     task = task_of(table)
     data = {s: load_split(table, s, images_root, task, image.size, image.channels) for s in ("train", "test")}
     model = build_model(name, train, len(task.classes), image.channels, image.size)
@@ -83,7 +83,7 @@ def main() -> None:
     params = load_params(work / "params.yaml")
     table = read_annotations(work / "data/annotations.csv")
     print(f"data: {params.data.source}, {int((table['split'] == 'train').sum())} train / "
-          f"{int((table['split'] == 'test').sum())} test images, {params.image.size} px, "
+          f"{int((table['split'] == 'test').sum())} test images, {params.image.size} px (auto: resolved per run), "
           f"{params.image.channels} channel(s); budget {args.budget:g} s per model; "
           f"{torch.get_num_threads()} torch threads")
     print(f"{'model':<18} {'params':>11} {'train img/s':>12} {'epochs':>7} {'test acc':>9} {'macro F1':>9}")

@@ -129,3 +129,24 @@ def s3():
         pytest.skip(reason)
     with s3_server() as server:
         yield server
+
+
+def write_photo_dataset(
+    root: Path, per_class: int = 8, width: int = 160, height: int = 120, grey: bool = False, seed: int = 0
+) -> Path:
+    """root/<china|flower>/<i>.jpg: JPEG crops of scikit-learn's two sample photographs (real
+    camera photos, as bench/photos.py makes at scale). `grey`: the same crops as grey scans saved
+    as RGB JPEGs, so only their pixels say they carry no colour."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    for name, photo in zip(("china", "flower"), load_sample_images().images, strict=True):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        ph, pw = photo.shape[:2]
+        for i in range(per_class):
+            left, top = int(rng.integers(0, pw - width)), int(rng.integers(0, ph - height))
+            img = Image.fromarray(photo[top : top + height, left : left + width])
+            if grey:
+                img = img.convert("L").convert("RGB")
+            img.save(root / name / f"{name}_{i:02d}.jpg", quality=90)
+    return root

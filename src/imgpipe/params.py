@@ -54,8 +54,8 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class ImageParams:
     # `auto` is resolved by the train stage from the training images (`imgpipe.data.profile`).
-    size: int | str = 32  # images are resized to size x size; auto: from their typical shorter side
-    channels: int | str = 1  # 1 (grayscale) or 3 (RGB); auto: 3 when the training images carry colour
+    size: int | str = "auto"  # images are resized to size x size; auto: from their typical shorter side
+    channels: int | str = "auto"  # 1 (grayscale) or 3 (RGB); auto: 3 when the training images carry colour
     normalize: bool = True  # standardise with the training split's per-channel mean/std
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ import random
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,12 @@ from torch import nn
 from imgpipe.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.batches import OnlineAugment, batches
-from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, map_split, to_model_input
+from imgpipe.data.profile import needs_profile, profile_images, resolve_image
+from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, map_split, members, to_model_input
 from imgpipe.device import amp_dtype, resolve_device
 from imgpipe.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
 from imgpipe.errors import UserError
+from imgpipe.footprint import check_fits, estimate
 from imgpipe.inference import predict_logits
 from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_optimizer, create_schedule
@@ -92,7 +94,7 @@ def build_model(
     if params.pretrained == "none":
         return create_model(name, num_classes=num_classes, in_channels=channels, image_size=image_size, **model_args)
     model = load_pretrained(name, params.pretrained, num_classes, image_size, model_args)
-    if params.freeze == "backbone":
+    if params.freeze == "backbone":  # (`train.freeze_epochs` freezes in `make_fit`, for its first phase)
         freeze_backbone(model, get_model_entry(name).head)
     return model
 
@@ -139,11 +141,11 @@ def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor, weight: float =
         logits = fit.forward(x)
         # a rank with no images in a short last batch still takes part in the gradient average
         loss = fit.loss_fn(logits, targets) if len(targets) else logits.sum() * 0.0
-    fit.optimizer.zero_grad(set_to_none=True)
+    fit.model.zero_grad(set_to_none=True)  # all of them: weights outside the optimizer may get some (freeze_epochs)
     scaler.scale(loss if weight == 1.0 else loss * weight).backward()
     if fit.clip_grad_norm > 0:
         scaler.unscale_(fit.optimizer)
-        nn.utils.clip_grad_norm_(fit.model.parameters(), fit.clip_grad_norm)
+        nn.utils.clip_grad_norm_([p for group in fit.optimizer.param_groups for p in group["params"]], fit.clip_grad_norm)
     scaler.step(fit.optimizer)
     scaler.update()
     fit.schedule.after_batch()
@@ -220,26 +222,30 @@ def train(
         if not (table["split"] == split).any():
             raise UserError(f"{annotations}: the {split} split is empty; raise split.{split} or add images")
     task.check_params(params)
+    image = resolved_image(image, table, images_root, ranks)
     run_id = fingerprint(model_name, image, params, seed, annotations, model_args)
     same_run_everywhere(ranks, run_id)
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
+    check_fits_before_decoding(model_name, model_args or {}, len(task.classes), channels, image.size, params, table, model_out)
     model = build_model(model_name, params, len(task.classes), channels, image.size, model_args)
     train_data, val_data = decode_splits(table, images_root, task, image.size, channels, model_out, ranks)
     fit = make_fit(model_name, model, params, image.normalize, train_data,
                    task.for_training(params, train_data.targets), ranks)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
-    state = start_or_resume(resume_dir, run_id, fit, generator)
+    state, fit = start_or_resume(resume_dir, run_id, fit, generator, params, len(train_data.targets))
 
     live_dir = resume_dir / "live"
     logger = Live(str(live_dir), resume=state.epoch > 0, dvcyaml=None, save_dvc_exp=False) if ranks.main else nullcontext(NotLogged())
     with logger as live, StateWriter(resume_dir) as writer:
-        def checkpoint() -> None:
+        live.log_params({"image": {"size": image.size, "channels": channels}})  # as trained, `auto` resolved
+
+        def checkpoint(fit: Fit) -> None:
             if ranks.main:  # one writer
                 writer.save(state_payload(run_id, state, fit, generator))
 
-        run_epochs(fit, params, train_data, val_data, generator, live, state, checkpoint)
+        fit = run_epochs(fit, params, train_data, val_data, generator, live, state, checkpoint)
         live.summary["best"] = state.best
     if not ranks.main:
         return None
@@ -266,6 +272,34 @@ class NotLogged:
 
     def make_summary(self) -> None:
         pass
+
+    def log_params(self, params: dict) -> None:
+        pass
+
+
+def check_fits_before_decoding(
+    model_name: str, model_args: dict, num_classes: int, channels: int, size: int, params: TrainParams, table, model_out: Path,
+) -> None:
+    """Refuse, before minutes of decoding, a run whose batch cannot fit this machine's memory (the
+    batch is split over the machines) or whose decoded images cannot fit the disk beside `model_out`."""
+    batch = math.ceil(params.batch_size / params.nnodes)
+    decoded = int(table["split"].isin(["train", "val"]).sum())
+    scratch = next(p for p in (Path(model_out).absolute().parent, *Path(model_out).absolute().parents) if p.exists())
+    check_fits(estimate(model_name, model_args, num_classes, channels, size, batch, decoded),
+               resolve_device(params.device), scratch, size)
+
+
+def resolved_image(image: ImageParams, table, images_root: Path, ranks: Ranks = SINGLE) -> ImageParams:
+    """`image` with `auto` resolved from the training originals (`imgpipe.data.profile`), said once."""
+    if not needs_profile(image):
+        return image
+    originals = table[(table["split"] == "train") & (table["transform"] == "original")]
+    profile = ranks.from_main(lambda: profile_images(members(originals, images_root)))
+    image, said = resolve_image(image, profile)
+    if ranks.main:
+        for line in said:
+            print(f"train: {line}")
+    return image
 
 
 def same_run_everywhere(ranks: Ranks, run_id: str) -> None:
@@ -323,17 +357,23 @@ def make_fit(
         model = sync_batchnorm(model, device)
     channels_last = device.type == "cuda"  # NHWC convolutions are the fast ones on GPUs
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    head = get_model_entry(model_name).head
+    head_only = params.freeze_epochs > 0  # the first phase of train.freeze_epochs
+    if head_only and ranks.world == 1:
+        freeze_backbone(model, head)  # no backward pass through the backbone; under DDP every weight
+        # keeps its gradient (DDP's reducer is built once, for the weights that need one), unused
     wrapped = parallel(model, device) if ranks.world > 1 else None
-    optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], params)
+    trainable = model.get_submodule(head).parameters() if head_only else (p for p in model.parameters() if p.requires_grad)
+    optimizer = create_optimizer(list(trainable), params)
     steps_per_epoch = math.ceil(len(train_data.targets) / params.batch_size)
     autocast = amp_dtype(device, params.amp)
     return Fit(
         model=model,
-        head=get_model_entry(model_name).head,
-        frozen=params.freeze == "backbone",
+        head=head,
+        frozen=params.freeze == "backbone" or head_only,
         optimizer=optimizer,
         loss_fn=task.create_loss(params, train_data.targets.to(device)),
-        schedule=create_schedule(optimizer, params, steps_per_epoch),
+        schedule=create_schedule(optimizer, phase_params(params, params.freeze_epochs or params.epochs), steps_per_epoch),
         clip_grad_norm=params.clip_grad_norm,
         mean=list(mean),
         std=list(std),
@@ -348,28 +388,54 @@ def make_fit(
     )
 
 
-def start_or_resume(resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator) -> LoopState:
-    """The loop state: restored from an interrupted run with the same fingerprint, else fresh.
-    Distributed, rank 0 reads the state file and sends it to every rank."""
+def phase_params(params: TrainParams, epochs: int) -> TrainParams:
+    """`params` for a phase of `epochs` epochs: a schedule spans one phase (`train.freeze_epochs`)."""
+    return replace(params, epochs=epochs, freeze_epochs=0, warmup_epochs=min(params.warmup_epochs, epochs - 1))
+
+
+def unfrozen(fit: Fit, params: TrainParams, train_size: int) -> Fit:
+    """The second phase of `train.freeze_epochs` (fastai's `fine_tune`): every weight trains, with a
+    fresh optimizer and the lr schedule restarted over the remaining epochs."""
+    for param in fit.model.parameters():
+        param.requires_grad_(True)
+    optimizer = create_optimizer(list(fit.model.parameters()), params)
+    steps_per_epoch = math.ceil(train_size / params.batch_size)
+    schedule = create_schedule(optimizer, phase_params(params, params.epochs - params.freeze_epochs), steps_per_epoch)
+    return replace(fit, frozen=params.freeze == "backbone", optimizer=optimizer, schedule=schedule)
+
+
+def in_second_phase(params: TrainParams, epoch: int) -> bool:
+    """Whether epoch `epoch` (1-based) trains every weight under `train.freeze_epochs`."""
+    return 0 < params.freeze_epochs < epoch
+
+
+def start_or_resume(
+    resume_dir: Path, run_id: str, fit: Fit, generator: torch.Generator, params: TrainParams, train_size: int,
+) -> tuple[LoopState, Fit]:
+    """The loop state and `fit`: restored from an interrupted run with the same fingerprint, else
+    fresh. Distributed, rank 0 reads the state file and sends it to every rank."""
     ranks = fit.ranks
     payload = ranks.from_main(lambda: load_payload(resume_dir / STATE_FILE, run_id))
     if payload is None:
         if ranks.main:
             shutil.rmtree(resume_dir, ignore_errors=True)
-        return LoopState()
+        return LoopState(), fit
+    if in_second_phase(params, payload["epoch"]):  # its optimizer state is the second phase's
+        fit = unfrozen(fit, params, train_size)
     state = restore_state(payload, fit, generator)
     if ranks.main:
         truncate_history(resume_dir / "live", state.step)
         print(f"train: resuming after epoch {state.epoch} from {resume_dir}")
-    return state
+    return state, fit
 
 
 def run_epochs(
     fit: Fit, params: TrainParams, train_data: LabelledImages, val_data: LabelledImages,
-    generator: torch.Generator, live: Live, state: LoopState, checkpoint: Callable[[], None],
-) -> None:
-    """The epoch loop from `state.epoch + 1`, with early stopping; updates `state` in place and
-    calls `checkpoint` after each epoch."""
+    generator: torch.Generator, live: Live, state: LoopState, checkpoint: Callable[[Fit], None],
+) -> Fit:
+    """The epoch loop from `state.epoch + 1`, with early stopping; updates `state` in place, calls
+    `checkpoint` after each epoch, and returns `fit` as the last epoch trained it (`train.freeze_epochs`
+    swaps its optimizer)."""
 
     def on_batch(loss: torch.Tensor) -> None:
         state.step += 1
@@ -382,6 +448,9 @@ def run_epochs(
         if params.patience and state.bad_epochs >= params.patience:
             say(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
             break
+        if fit.frozen and in_second_phase(params, epoch):
+            fit = unfrozen(fit, params, len(train_data.targets))
+            say(f"train: epoch {epoch}: unfreezing the backbone after train.freeze_epochs {params.freeze_epochs}; the lr schedule restarts")
         lr = fit.optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(fit, train_data, params.batch_size, generator, on_batch)
         val = validate(fit, val_data)
@@ -399,4 +468,5 @@ def run_epochs(
             state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in fit.model.state_dict().items()}
         state.epoch = epoch
         live.make_summary()
-        checkpoint()
+        checkpoint(fit)
+    return fit
