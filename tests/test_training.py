@@ -119,18 +119,6 @@ def test_pretrained_file_fine_tuned_changes_the_backbone(prepared, tmp_path):
     assert not torch.equal(after["conv1.weight"], before["conv1.weight"])
 
 
-def test_imagenet_weights_missing_offline_name_file_and_url(prepared, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    entry = get_model_entry("resnet18")
-    with pytest.raises(UserError) as info:
-        run_train(prepared, tmp_path, model="resnet18", params=dataclasses.replace(TINY, pretrained="imagenet"))
-    message = str(info.value)
-    assert entry.weights.url in message
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / Path(entry.weights.url).name) in message
-    assert "\n" not in message
-    assert not (tmp_path / "model.pt").exists()
-
-
 def test_imagenet_weights_load_from_the_torch_cache(prepared, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cached = imagenet_cache_file(get_model_entry("resnet18"))

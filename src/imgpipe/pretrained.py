@@ -1,12 +1,19 @@
 """`train.pretrained` and `train.freeze`: start from saved weights, optionally train only the head.
 
-Weights come from a local state-dict file or the torch hub cache; nothing is downloaded at run
-time, so an offline machine fails with one line saying which file to fetch and where to put it.
+Weights come from a local state-dict file or, for `imagenet`, torchvision's file in the torch hub
+cache, downloaded there the first time as torchvision does (torch's own downloader: a progress bar,
+the SHA-256 that the file name carries checked). A download that fails leaves nothing in the
+cache, and offline the run stops with one line saying which file to fetch and where to put it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import uuid
+from http.client import HTTPException
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.parse import urlparse
 
 import torch
@@ -22,13 +29,18 @@ def imagenet_cache_file(entry: ModelEntry) -> Path:
 
 
 def pretrained_file(name: str, source: str) -> Path:
-    """The state-dict file for `train.pretrained` (`imagenet` or a path)."""
+    """The state-dict file for `train.pretrained` (`imagenet`, downloaded if missing, or a path)."""
+    if source == "imagenet":
+        return fetch_imagenet_weights(name)
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"train.pretrained: weights file '{path}' does not exist")
+    return path
+
+
+def fetch_imagenet_weights(name: str) -> Path:
+    """The torch cache's file of `name`'s ImageNet weights, downloaded first when it is not there."""
     entry = get_model_entry(name)
-    if source != "imagenet":
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"train.pretrained: weights file '{path}' does not exist")
-        return path
     if entry.weights is None:
         with_weights = [m for m in list_models() if get_model_entry(m).weights is not None]
         raise UserError(
@@ -36,11 +48,48 @@ def pretrained_file(name: str, source: str) -> Path:
         )
     path = imagenet_cache_file(entry)
     if not path.is_file():
-        raise UserError(
-            f"train.pretrained: ImageNet weights for '{name}' are not in the torch cache; "
-            f"download {entry.weights.url} to {path} (or set TORCH_HOME), then rerun"
-        )
+        download_weights(name, entry.weights.url, path)
     return path
+
+
+def download_weights(name: str, url: str, path: Path) -> None:
+    """`url` to `path` with torch's downloader, a progress bar on stderr; `path` appears only once the
+    whole file is there: checked against the SHA-256 prefix in its name (`resnet18-f37072fd.pth`),
+    or, for a name without one, loaded once (a cut-off file does not load)."""
+    print(f"train.pretrained: downloading {url} to {path}", file=sys.stderr)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    hash_prefix = match.group(1) if match else ""
+    staged = path.with_name(f"{path.name}.{uuid.uuid4().hex}.download")  # one per process: ranks may race
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(staged), hash_prefix or None, progress=True)
+        if not hash_prefix:
+            check_loads(url, staged, path)
+        os.replace(staged, path)
+    except (OSError, HTTPException) as err:  # offline, refused, HTTP 404, cut off mid-read, disk full
+        why = str(err) if isinstance(err, HTTPError) else getattr(err, "reason", None) or err
+        raise UserError(
+            f"train.pretrained: ImageNet weights for '{name}' are not in the torch cache and could not be "
+            f"downloaded ({why}); download {url} to {path} (or set TORCH_HOME), then rerun"
+        ) from None
+    except RuntimeError:  # the downloader's hash check; a short body is not an error to urllib
+        raise UserError(
+            f"train.pretrained: the download of {url} was cut off or altered (its SHA-256 does not begin "
+            f"with the {hash_prefix} in its name); nothing was kept in {path.parent}; rerun to download it again"
+        ) from None
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def check_loads(url: str, staged: Path, path: Path) -> None:
+    """A downloaded file without a hash in its name must at least load: a cut-off or HTML file does not."""
+    try:
+        torch.load(staged, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types on files it cannot read
+        raise UserError(
+            f"train.pretrained: the file downloaded from {url} is cut off or not a state-dict file "
+            f"({type(err).__name__}); nothing was kept in {path.parent}; rerun to download it again"
+        ) from None
 
 
 def normalization(name: str, source: str) -> tuple[list[float], list[float]] | None:
@@ -65,7 +114,8 @@ def load_pretrained(name: str, source: str, num_classes: int, image_size: int, m
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types on files it cannot read
-        raise UserError(f"train.pretrained: '{path}' is not a weights-only state-dict file ({type(err).__name__})") from None
+        again = "; delete it and rerun to download it again" if source == "imagenet" else ""
+        raise UserError(f"train.pretrained: '{path}' is not a weights-only state-dict file ({type(err).__name__}){again}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # an imgpipe model file, or a checkpoint that wraps its weights
     head_weight = state.get(f"{entry.head}.weight") if isinstance(state, dict) else None

@@ -43,7 +43,7 @@ from imgpipe.models.registry import create_model, get_model_entry
 from imgpipe.optim import LossFn, Schedule, create_optimizer, create_schedule
 from imgpipe.outputs import scratch_dir, staged_outputs
 from imgpipe.params import LAUNCH_KEYS, ImageParams, TrainParams
-from imgpipe.pretrained import freeze_backbone, load_pretrained, normalization, set_train_mode
+from imgpipe.pretrained import fetch_imagenet_weights, freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
 from imgpipe.resume import STATE_FILE, LoopState, StateWriter, load_payload, restore_state, state_payload, truncate_history
 from imgpipe.task import Multiclass, Task, task_of
@@ -228,6 +228,9 @@ def train(
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
     check_fits_before_decoding(model_name, model_args or {}, len(task.classes), channels, image.size, params, table, model_out)
+    if params.pretrained == "imagenet" and ranks.local_rank == 0:
+        fetch_imagenet_weights(model_name)  # one download per machine; the other ranks read the cache
+    ranks.barrier()
     model = build_model(model_name, params, len(task.classes), channels, image.size, model_args)
     train_data, val_data = decode_splits(table, images_root, task, image.size, channels, model_out, ranks)
     fit = make_fit(model_name, model, params, image.normalize, train_data,
