@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.layout import REPORT_FILE
 from imgpipe.data.sources import LabelOptions, download
+from imgpipe.layout import REPORT_FILE
 from imgpipe.params import load_params
 
 app = make_app()
@@ -30,10 +30,9 @@ def main(
     ] = Path("metrics/download"),
 ) -> None:
     p = load_params(params)
-    options = LabelOptions(p.task, p.data.annotations, p.data.image_column, p.data.labels_column)
-    done = download(
-        p.data.source, out, p.data.sha256, p.data.limit, options, metrics, max_extract_gb=p.data.max_extract_gb
-    )
+    d = p.data
+    options = LabelOptions(p.task, d.annotations, d.image_column, d.labels_column, d.labels_from, d.filename_pattern)
+    done = download(d.source, out, d.sha256, d.limit, options, metrics, max_extract_gb=d.max_extract_gb)
     for note in done.notes:
         print(f"download: {note}", file=sys.stderr)
     print(f"download: {done.summary()} -> {out} (details: {metrics / REPORT_FILE})")

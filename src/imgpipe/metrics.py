@@ -8,13 +8,16 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro precision/recall/F1 over the classes present in `y_true` or `y_pred`.
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int] | None = None
+) -> dict[str, float]:
+    """Accuracy and macro precision/recall/F1 over `classes` (class indices), by default those
+    present in `y_true` or `y_pred`.
 
     A class that is never predicted has precision 0 (not NaN).
     """
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
+        y_true, y_pred, labels=classes, average="macro", zero_division=0
     )
     return {
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
@@ -73,6 +76,11 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         **{f"{name}_micro": float(v) for name, v in zip(("precision", "recall", "f1"), micro, strict=True)},
         **{f"{name}_macro": float(v) for name, v in zip(("precision", "recall", "f1"), macro, strict=True)},
     }
+
+
+def classes_without_examples(y_true: np.ndarray, classes: Sequence[str]) -> list[str]:
+    """Single-label: the classes no index in `y_true` (N,) names."""
+    return [name for k, name in enumerate(classes) if not (y_true == k).any()]
 
 
 def labels_without_examples(y_true: np.ndarray, labels: Sequence[str]) -> list[str]:

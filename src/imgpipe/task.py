@@ -16,7 +16,7 @@ indices; multi-label ones are (N, K) 0/1 label sets.
 from __future__ import annotations
 
 import dataclasses
-import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.errors import UserError
 from imgpipe.kinds import LabelSets, SingleLabel
 from imgpipe.metrics import (
+    classes_without_examples,
     classification_metrics,
     confusion_counts,
     cooccurrence_counts,
@@ -113,8 +114,16 @@ class Multiclass(SingleLabel):
         return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
 
     def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> TestScores:
+        """Macro averages cover the classes with test images; the others (too few images for the
+        split) are counted in `classes_without_test_images` and named on stderr."""
+        metrics: dict = {**classification_metrics(y_true, y_pred, np.unique(y_true)), "test_images": len(y_true)}
+        missing = classes_without_examples(y_true, self.classes)
+        if missing:  # only then, so the metrics of data with every class in test stay as they were
+            metrics["classes_without_test_images"] = len(missing)
+            print(f"evaluate: warning: {len(missing)} class(es) have no test image (left out of the macro "
+                  "averages): " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
         return TestScores(
-            {**classification_metrics(y_true, y_pred), "test_images": len(y_true)},
+            metrics,
             per_class_table(y_true, y_pred, self.classes),
             confusion_counts(y_true, y_pred, self.classes),
         )

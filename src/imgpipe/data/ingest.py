@@ -38,10 +38,18 @@ from imgpipe.data.readers import (
     ImageInfo,
     UnreadableImage,
     inspect_image,
+    is_image_file,
     junk_reason,
 )
 from imgpipe.errors import UserError
-from imgpipe.layout import FILES_LIST, IMAGES_DIR, LABELS_FILE, METRICS_FILE, REPORT_FILE, SOURCES_FILE
+from imgpipe.layout import (
+    FILES_LIST,
+    IMAGES_DIR,
+    LABELS_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    SOURCES_FILE,
+)
 from imgpipe.progress import progress
 
 SPLIT_FOLDERS = {
@@ -185,9 +193,13 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
             if d.is_dir() and not _is_junk_folder(where):
                 class_dirs.setdefault(d.name, where)
     if not class_dirs:
-        raise UserError(f"data.source: '{root}' has no class sub-folders; expected <source>/<class>/<image>")
+        loose = sum(is_image_file(p) and junk_reason(p.name) is None for p in root.iterdir())
+        raise UserError(
+            f"data.source: '{root}' has no class sub-folders" + (f" ({loose} images directly inside)" if loose else "")
+            + "; point data.source at the folder holding one sub-folder per class: <source>/<class>/<image>"
+        )
     images: list[Image] = []
-    for path in progress(_files(root), desc="check images"):
+    for path in progress(list_files(root), desc="check images"):
         origin = path.relative_to(root).as_posix()
         parts = PurePosixPath(origin).parts
         split = splits.get(parts[0], "")
@@ -198,7 +210,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
             report.skip(origin, "outside the train/val/test folders")
         elif len(inner) == 1:
             report.skip(origin, "not inside a class folder")
-        elif found := _inspect(path, origin, report):
+        elif found := inspect_file(path, origin, report):
             info, digest = found
             dest = PurePosixPath(inner[0], *parts[:1] if split else (), *inner[1:])  # <class>/[<split>/]...
             images.append(Image(origin, dest.as_posix(), info, digest, label=inner[0], split=split))
@@ -233,7 +245,7 @@ def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
     source), `digest` and `info` columns."""
     keep, digests, infos = [], [], []
     for path in progress(table["path"], desc="check images"):
-        found = _inspect(root / path, path, report)
+        found = inspect_file(root / path, path, report)
         keep.append(found is not None)
         if found:
             infos.append(found[0])
@@ -244,7 +256,7 @@ def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
     return out.assign(origin=out["path"], digest=digests, info=infos)
 
 
-def _files(top: Path) -> list[Path]:
+def list_files(top: Path) -> list[Path]:
     return sorted(p for p in top.rglob("*") if p.is_file())
 
 
@@ -253,7 +265,7 @@ def _is_junk_folder(relative_path: str) -> bool:
     return junk_reason(f"{relative_path}/file") is not None
 
 
-def _inspect(path: Path, origin: str, report: Report) -> tuple[ImageInfo, str] | None:
+def inspect_file(path: Path, origin: str, report: Report) -> tuple[ImageInfo, str] | None:
     """(info, sha256) for a usable image; None, with the reason in the report, otherwise."""
     try:
         info = inspect_image(path)

@@ -68,7 +68,7 @@ def read_label_source(
     source = Path(source)
     if not source.is_dir():
         raise UserError(f"data.source: folder '{source}' does not exist")
-    ann = _resolve_annotations(source, annotations)
+    ann = resolve_annotations(source, annotations)
     images = [p for p in list_images(source) if p != ann and ann not in p.parents]
     index = ImageIndex(p.relative_to(source).as_posix() for p in images)
     if not index.paths:
@@ -78,7 +78,8 @@ def read_label_source(
     return _read_table_source(ann, index, image_column, labels_column)
 
 
-def _resolve_annotations(source: Path, annotations: str | None) -> Path:
+def resolve_annotations(source: Path, annotations: str | None) -> Path:
+    """The annotation file or folder `data.annotations` names in `source`, or the one detected there."""
     if annotations is None:
         found = find_annotations(source)
         if found is None:

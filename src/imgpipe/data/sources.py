@@ -3,6 +3,7 @@ or images plus `labels.csv`, with a report of every file it skipped or changed."
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,34 +20,58 @@ from imgpipe.data.archives import (
     file_sha256,
 )
 from imgpipe.data.builtin import BUILTIN_MULTILABEL
+from imgpipe.data.filenames import (
+    PATTERN_EXAMPLES,
+    as_class_images,
+    as_sequence_table,
+    compile_pattern,
+    is_sequence,
+    scan_named_images,
+)
 from imgpipe.data.ingest import (
     Report,
     class_folders_as_table,
     keep_first_per_class,
+    list_files,
     scan_class_folders,
     scan_table,
     write_class_folders,
     write_files_list,
     write_table,
 )
-from imgpipe.data.labelfiles import find_annotations, read_label_source
-from imgpipe.data.readers import is_image_file, list_images
+from imgpipe.data.labelfiles import (
+    find_annotations,
+    read_label_source,
+    resolve_annotations,
+)
+from imgpipe.data.readers import (
+    IMAGE_EXTENSIONS,
+    UnreadableImage,
+    inspect_image,
+    is_image_file,
+    junk_reason,
+    list_images,
+)
 from imgpipe.errors import UserError
 from imgpipe.layout import IMAGES_DIR
 from imgpipe.outputs import staged_outputs
 from imgpipe.params import DataParams
 
+UNLISTED = "not named in the annotation file"
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible
 
 
 @dataclass(frozen=True)
 class LabelOptions:
-    """How to read labels: `task` and the multi-label annotation settings of `data`."""
+    """How to read labels: `task`, the multi-label annotation settings of `data`, and
+    `data.labels_from` with its `filename_pattern` (see `imgpipe.data.filenames`)."""
 
     task: str = "auto"  # auto | multiclass | multilabel
     annotations: str | None = None  # annotation file or folder inside the source; None = detect
     image_column: str | None = None
     labels_column: str | None = None
+    labels_from: str = DataParams.labels_from  # folders | filename
+    filename_pattern: str | None = None  # labels_from filename: a regex with a `label` or `sequence` group
 
 
 def download(
@@ -63,10 +88,12 @@ def download(
     Single-label data becomes `out/<class>/<image>` plus `out/sources.csv`; multi-label data
     becomes `out/images/...` plus `out/labels.csv` (see `imgpipe.data.labelsets`). Files that are
     not usable images are skipped and reported (see `imgpipe.data.ingest`). With `limit`, only the
-    first `limit` images of each class (multi-label: in total), in name order, are kept. Both
-    outputs are replaced together, or not at all.
+    first `limit` images of each class (multi-label: in total), in name order, are kept. Data a
+    classifier cannot learn from (one class) is refused. Both outputs are replaced together, or
+    not at all.
     """
     report = Report(source)
+    pattern = check_label_options(source, labels)
     with staged_outputs() as staged, tempfile.TemporaryDirectory(prefix="imgpipe-download-") as work:
         tmp = staged.folder(out)
         if source.startswith("builtin:"):
@@ -75,22 +102,77 @@ def download(
             root, table = fetch_archive(source, Path(work), sha256, int(max_extract_gb * GB)), None
         else:
             root, table = check_folder(Path(source)), None
-        if table is None and labels.task != "multiclass":
-            table = read_annotated(root, labels, report)
+        images = None
+        if pattern is not None:
+            found = scan_named_images(root, pattern, report)
+            if is_sequence(pattern):
+                table = as_sequence_table(found, report)
+            else:
+                images = as_class_images(found)
+        else:
+            if table is None and labels.task != "multiclass":
+                table = read_annotated(root, labels, report)
+            if table is not None:
+                table = scan_table(root, table, report)
+            else:
+                images = scan_class_folders(root, report)
         if table is not None:
-            table = scan_table(root, table, report)
             write_table(root, table.sort_values("path").head(limit) if limit else table, tmp, report)
         else:
-            images = scan_class_folders(root, report)
             images = keep_first_per_class(images, limit) if limit else images
             if labels.task == "multilabel":  # one positive label per image
                 write_table(root, class_folders_as_table(images), tmp, report)
             else:
                 write_class_folders(root, images, tmp, report)
+        check_learnable(source, labels, report)
         write_files_list(tmp)
         if report_dir is not None:
             report.write(staged.folder(report_dir))
     return report
+
+
+def check_label_options(source: str, labels: LabelOptions) -> re.Pattern[str] | None:
+    """The compiled `data.filename_pattern` when labels come from file names, else None; a
+    UserError for settings that contradict each other."""
+    if labels.labels_from != "filename":
+        return None
+    if labels.filename_pattern is None:
+        raise UserError("data.filename_pattern: null, but data.labels_from is filename; set a regex, e.g. "
+                        + PATTERN_EXAMPLES)
+    pattern = compile_pattern(labels.filename_pattern)
+    if source.startswith("builtin:"):
+        raise UserError(f"data.labels_from: filename reads your own files, not '{source}'; set it to folders")
+    if labels.annotations is not None:
+        raise UserError("data.annotations is set but data.labels_from is filename; set one of them")
+    if is_sequence(pattern) and labels.task == "multiclass":
+        raise UserError("data.filename_pattern: a (?P<sequence>...) group gives one label per character "
+                        "(multi-label); set task to auto or multilabel, or use a (?P<label>...) group")
+    return pattern
+
+
+def check_learnable(source: str, labels: LabelOptions, report: Report) -> None:
+    """Refuse one class (or, multi-label, the same labels on every image): training would reach
+    accuracy 1.0 and mean nothing. Usually data.source points one folder too deep."""
+    if report.multilabel and any(0 < n < report.images for n in report.counts.values()):
+        return
+    if not report.multilabel and len(report.counts) != 1:
+        return
+    if report.multilabel:
+        carried = " ".join(name for name, n in report.counts.items() if n) or "no label"
+        raise UserError(
+            f"data.source: '{source}': all {report.images} images carry the same labels ({carried}), so there "
+            "is nothing to learn; a label needs images with it and images without it"
+        )
+    (name, n), = report.counts.items()
+    if labels.labels_from == "filename":
+        raise UserError(
+            f"data.filename_pattern: every matching file name under '{source}' gives the class '{name}' "
+            f"({n} images); a classifier needs two or more classes: check the pattern's label group"
+        )
+    raise UserError(
+        f"data.source: '{source}' has one class folder ('{name}', {n} images); a classifier needs two or "
+        "more: point data.source at the folder holding one sub-folder per class"
+    )
 
 
 def write_builtin(source: str, work: Path, task: str) -> tuple[Path, pd.DataFrame | None]:
@@ -134,7 +216,27 @@ def read_annotated(src: Path, labels: LabelOptions, report: Report) -> pd.DataFr
         report.notes.append(f"reading class folders; no usable annotation file ({err})")
         return None
     report.notes.extend(notes)
+    skip_unlisted(src, set(table["path"]), resolve_annotations(src, labels.annotations), report)
     return table
+
+
+def skip_unlisted(src: Path, listed: set[str], annotations: Path, report: Report) -> None:
+    """Report every file beside the annotations that is not one of the `listed` images: OS junk
+    (`._x.jpg`), files that are not images, and images no annotation names."""
+    for path in list_files(src):
+        origin = path.relative_to(src).as_posix()
+        if origin in listed or path == annotations or annotations in path.parents:
+            continue
+        if reason := junk_reason(origin):
+            report.skip(origin, reason)
+        elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            report.skip(origin, UNLISTED)
+        else:  # an image without an image extension is not looked up by the annotations either
+            try:
+                inspect_image(path)
+                report.skip(origin, UNLISTED)
+            except OSError as err:
+                report.skip(origin, str(err) if isinstance(err, UnreadableImage) else f"cannot read file ({err})")
 
 
 def has_class_folders(src: Path) -> bool:

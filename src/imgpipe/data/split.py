@@ -124,6 +124,31 @@ def class_counts(annotations: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis(index="label", columns="split").reindex(columns=list(SPLITS), fill_value=0)
 
 
+def classes_without_images(counts: pd.DataFrame, params: SplitParams) -> dict[str, list[str]]:
+    """Per val/test split with a non-zero fraction, the classes (multi-label: labels with any
+    image) it received no image of: too few images for the fractions. `counts` is `class_counts`."""
+    present = counts[counts.sum(axis=1) > 0]
+    missing = {s: present.index[present[s] == 0].tolist() for s in SPLITS[1:] if getattr(params, s) > 0}
+    return {s: names for s, names in missing.items() if names}
+
+
+def warn_missing_classes(missing: dict[str, list[str]]) -> None:
+    """One terminal line naming the classes some evaluation split has no image of."""
+    if not missing:
+        return
+    parts = [f"no {s} images of {len(names)} class(es) ({_preview(names)})" for s, names in missing.items()]
+    print(
+        "split: warning: too few images for the split fractions: " + "; ".join(parts)
+        + ("; evaluate leaves classes without test images out of its macro averages" if "test" in missing else "")
+        + " (metrics/split/split.json lists them)",
+        file=sys.stderr,
+    )
+
+
+def _preview(names: list[str], count: int = 10) -> str:
+    return ", ".join(names[:count]) + (f" (+{len(names) - count} more)" if len(names) > count else "")
+
+
 def check_no_split_starved(annotations: pd.DataFrame, params: SplitParams) -> None:
     """A split with a non-zero fraction but no image would only fail later, in train or evaluate."""
     sizes = annotations["split"].value_counts()
@@ -158,12 +183,16 @@ def write_split(augmented: Path, annotations_out: Path, metrics_dir: Path, param
             "on disk (see the download report's duplicates); set split.respect_existing: false to keep them together",
             file=sys.stderr,
         )
+    missing = classes_without_images(counts, params)
+    warn_missing_classes(missing)
     summary = {
         "images": {split: int(sizes.get(split, 0)) for split in SPLITS},
         "classes": len(counts),
         "split_on_disk_kept": params.respect_existing,
         "duplicate_sets_across_splits": straddling,
     }
+    if missing:  # only then, so the split report of data with enough images stays as it was
+        summary["classes_without_images"] = missing
     with staged_outputs() as staged:
         metrics = staged.folder(metrics_dir)
         long.to_csv(metrics / "class_counts.csv", index=False)
