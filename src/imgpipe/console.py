@@ -4,6 +4,8 @@
     imgpipe review --base main                               # Markdown to stdout
     imgpipe review --base origin/main --out review/review.md # plus PNG plots in review/review_files/
     imgpipe train-worker --rdzv-endpoint head-host:29400     # on each other machine of a multi-machine run
+    imgpipe predict photos/ extra.jpg --top-k 3              # classes and probabilities, TSV to stdout
+    imgpipe evaluate --data holdout/ --out results/          # evaluate's metrics on a labelled folder
 """
 
 from __future__ import annotations
@@ -72,6 +74,46 @@ def train_worker(
         raise UserError(f"{script} not found: run imgpipe train-worker in the project's root, at the head's commit")
     argv = rank_argv(str(script), params=params, annotations=annotations, images=images, out=out, metrics=metrics)
     join(load_params(params).train, argv, rdzv_endpoint=rdzv_endpoint, nnodes=nnodes, nproc_per_node=nproc_per_node)
+
+
+@app.command()
+@reports_user_errors
+def predict(
+    paths: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_FOLDER", help="Image files, and folders searched recursively.", show_default=False)],
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    top_k: Annotated[int, typer.Option(help="How many of the most probable classes (labels) to list per image.")] = 3,
+    output_format: Annotated[str, typer.Option("--format", help="tsv (a header, one row per image) or json (a list of objects).")] = "tsv",
+) -> None:
+    """Classify new images as the predict stage does (same reader, same decision rule) and list the
+    top-k classes with their probabilities; to stdout, progress to stderr (docs/inference.md)."""
+    from imgpipe.prediction import FORMATS, images_named, prediction_rows
+
+    if top_k < 1:
+        raise UserError(f"--top-k {top_k}: give an integer >= 1")
+    if output_format not in FORMATS:
+        raise UserError(f"--format '{output_format}' is not one of: {', '.join(FORMATS)}")
+    images = images_named(paths)
+    rows = prediction_rows(model, images, top_k=top_k)
+    FORMATS[output_format](rows, sys.stdout)
+    print(f"predict: {len(rows)} images", file=sys.stderr)
+
+
+@app.command()
+@reports_user_errors
+def evaluate(
+    data: Annotated[str, typer.Option(help="Labelled images never seen by the pipeline: a folder (class sub-folders, or images and an annotation file), an archive, or an archive's URL.", show_default=False)],
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    out: Annotated[Path | None, typer.Option(help="Keep the evaluate stage's files here (metrics.json, per_class.csv, ...); default: printed only.")] = None,
+) -> None:
+    """Score the model on a labelled folder with the evaluate stage's metrics: the data is read
+    as the download stage reads data.source, every image counts as test (docs/inference.md)."""
+    from imgpipe.external import evaluate_data
+
+    metrics = evaluate_data(model, data, out)
+    shown = {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in metrics.items() if isinstance(v, int | float)}
+    print("evaluate: " + " ".join(f"{k} {v}" for k, v in shown.items()))
+    if out is not None:
+        print(f"evaluate: files in {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,31 @@
-"""The predict stage: class name and probability (or label set) for every image in a folder or the test split."""
+"""The predict stage and `imgpipe predict`: class name and probability (or label set) for every
+image in a folder or the test split, through one function (`prediction_rows`), so the command
+and the stage read pixels and decide the same way."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
+import torch
 
 from imgpipe.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.readers import Readable, list_images
+from imgpipe.data.readers import IMAGE_EXTENSIONS, Readable, list_images
 from imgpipe.data.tensors import load_images, members
 from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
 from imgpipe.inference import predict_logits
 from imgpipe.outputs import atomic_file
-from imgpipe.task import task_from_spec
+from imgpipe.task import Task, task_from_spec
 
+PROB_PREFIX = "prob:"  # Multilabel.prediction_rows: one column per label
+TOP_K = "top_k"  # the key of a row's k most probable classes (labels), from prediction_rows(top_k=k)
 
+# What each task's prediction_rows turns logits into: one softmax over the classes, or a sigmoid per label.
 def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Readable]:
     """The images of `input_dir` (recursively), or the test split's images when it is None."""
     if input_dir is None:
@@ -34,11 +43,32 @@ def images_to_predict(input_dir: str | None, annotations: Path, images_root: Pat
     return images
 
 
-def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int = 256) -> pd.DataFrame:
-    """Write a TSV with `path`, the predicted `label` (a class name) and its `probability`.
+def images_named(paths: Sequence[Path]) -> list[Path]:
+    """The images named on a command line: each file as it is, each folder's images recursively
+    (`list_images`: other files and OS metadata are skipped there)."""
+    images: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UserError(f"{path}: the folder has no images ({' '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively)")
+            images += found
+        elif not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(f"{path}: not an image file (expected one of {' '.join(sorted(IMAGE_EXTENSIONS))})")
+        else:
+            images.append(path)
+    return images
 
-    Multi-label: `labels` (the predicted names joined by a space), `sequence` when the labels
-    form `group=value` groups, and one `prob:<label>` column per label.
+
+def prediction_rows(model_path: Path, images: Sequence[Readable], top_k: int = 0, batch_size: int = 256) -> list[dict]:
+    """One row per image, as the predict stage writes it (see `Task.prediction_rows`): `path`,
+    the predicted `label` and its `probability`; multi-label: `labels`, `sequence` when the labels
+    form groups, one `prob:<label>` per label.
+
+    With `top_k`, each row also holds `top_k`: the k most probable classes (multi-label: labels,
+    each probability on its own) as {label, probability}, most probable first.
     """
     model, spec = load_checkpoint(model_path)
     task = task_from_spec(spec)
@@ -46,11 +76,64 @@ def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int
     rows = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        pixels = load_images(chunk, spec.image_size, spec.channels, desc="predict")
-        logits = predict_logits(model, pixels, spec.mean, spec.std)
-        rows += task.prediction_rows(chunk, logits)
-    table = pd.DataFrame(rows)
+        pixels = load_images(chunk, spec.image_size, spec.channels, desc="predict")  # (B, C, H, W)
+        logits = predict_logits(model, pixels, spec.mean, spec.std)  # (B, K)
+        batch = task.prediction_rows(chunk, logits)
+        if top_k:
+            for row, best in zip(batch, most_probable(task, logits, top_k), strict=True):
+                row[TOP_K] = best
+        rows += batch
+    return rows
+
+
+def most_probable(task: Task, logits: torch.Tensor, k: int) -> list[list[dict]]:
+    """Per image, the min(k, K) most probable classes with their probabilities, rounded as
+    `prediction_rows` rounds them."""
+    probs = task.probabilities(logits)  # (B, K)
+    values, index = probs.topk(min(k, probs.shape[1]), dim=1)  # (B, k), sorted
+    return [
+        [{"label": task.classes[i], "probability": round(float(q), 6)} for i, q in zip(ids, qs, strict=True)]
+        for ids, qs in zip(index.tolist(), values.tolist(), strict=True)
+    ]
+
+
+def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int = 256) -> pd.DataFrame:
+    """Write a TSV with `path`, the predicted `label` (a class name) and its `probability`.
+
+    Multi-label: `labels` (the predicted names joined by a space), `sequence` when the labels
+    form `group=value` groups, and one `prob:<label>` column per label.
+    """
+    table = pd.DataFrame(prediction_rows(model_path, images, batch_size=batch_size))
     with atomic_file(Path(out)) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     return table
 
+
+# --- `imgpipe predict`'s output: the stage's decision columns, then the top k ---------------------
+
+
+def decision(row: dict) -> dict:
+    """A row of `prediction_rows` without its per-label probabilities and top k."""
+    return {key: value for key, value in row.items() if key != TOP_K and not key.startswith(PROB_PREFIX)}
+
+
+def write_tsv(rows: list[dict], stream: TextIO) -> None:
+    """A header, then per image the decision columns and `top<i>_label`, `top<i>_probability`."""
+    flat = [
+        {**decision(row), **{f"top{i}_{key}": value for i, best in enumerate(row[TOP_K], 1) for key, value in best.items()}}
+        for row in rows
+    ]
+    pd.DataFrame(flat).to_csv(stream, sep="\t", index=False)
+
+
+def write_json(rows: list[dict], stream: TextIO) -> None:
+    """A list of objects: the decision (multi-label `labels` as a list) and `top_k`."""
+    objects = [{**decision(row), TOP_K: row[TOP_K]} for row in rows]
+    for obj in objects:
+        if "labels" in obj:
+            obj["labels"] = obj["labels"].split()
+    json.dump(objects, stream, indent=2)
+    stream.write("\n")
+
+
+FORMATS: dict[str, Callable[[list[dict], TextIO], None]] = {"tsv": write_tsv, "json": write_json}

@@ -106,6 +106,10 @@ class Multiclass(SingleLabel):
     def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> Multiclass:
         return self
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, K) class probabilities, summing to 1 per image."""
+        return torch.softmax(logits, dim=1)
+
     def decide(self, logits: torch.Tensor) -> np.ndarray:
         return logits.argmax(1).numpy()  # (N,)
 
@@ -135,7 +139,7 @@ class Multiclass(SingleLabel):
 
     def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
         """`path`, the predicted `label` and its `probability`."""
-        best, index = torch.softmax(logits, dim=1).max(dim=1)
+        best, index = self.probabilities(logits).max(dim=1)
         return [
             {"path": str(p), "label": self.classes[i], "probability": round(float(q), 6)}
             for p, i, q in zip(paths, index.tolist(), best.tolist(), strict=True)
@@ -208,8 +212,12 @@ class Multilabel(LabelSets):
               + (" ..." if len(thresholds) > 10 else ""))
         return dataclasses.replace(self, rule=DecisionRule(list(thresholds), self.rule.groups))
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, K) independent per-label probabilities."""
+        return torch.sigmoid(logits)
+
     def decide(self, logits: torch.Tensor) -> np.ndarray:
-        return self.rule.decide(torch.sigmoid(logits).numpy())  # (N, K)
+        return self.rule.decide(self.probabilities(logits).numpy())  # (N, K)
 
     def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
         scores = multilabel_metrics(targets.numpy().astype(np.uint8), self.decide(logits))
@@ -241,7 +249,7 @@ class Multilabel(LabelSets):
     def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
         """`path`, `labels` (the predicted names joined by a space), `sequence` when the labels
         form `group=value` groups, and one `prob:<label>` column per label."""
-        probs = torch.sigmoid(logits).numpy()  # (B, K)
+        probs = self.probabilities(logits).numpy()  # (B, K)
         rows = []
         for path, chosen, p in zip(paths, self.rule.decide(probs), probs, strict=True):
             row = {"path": str(path), "labels": " ".join(self.classes[k] for k in np.flatnonzero(chosen))}
