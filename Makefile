@@ -25,14 +25,21 @@ install-s3: $(VENV)/.installed
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+# Each install also writes the page template of `dvc plots show`/`diff` with vega, vega-lite and
+# vega-embed inlined (from vl-convert-python), so the page renders offline: .dvc/plots_page.html,
+# git-ignored, set as plots.html_template in .dvc/config.local (docs/plots.md).
+PLOTS_PAGE := $(BIN)/python -m imgpipe.plots_page
+
+$(VENV)/.installed: pyproject.toml src/imgpipe/plots_page.py | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
+	$(PLOTS_PAGE)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-dev: pyproject.toml src/imgpipe/plots_page.py | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,s3]'
+	$(PLOTS_PAGE)
 	touch $(VENV)/.installed $@
 
 clean:
