@@ -1,7 +1,9 @@
-"""Augment stage: copy every original image and add rotated, inverted and sheared variants.
+"""Augment stage: copy every original image and add rotated, inverted and sheared variants; a
+sample sheet of a few sources beside their variants goes to the metrics folder.
 
 \b
-    python stages/augment.py --params params.yaml --raw data/raw --out data/augmented
+    python stages/augment.py --params params.yaml --raw data/raw --out data/augmented \\
+        --metrics metrics/augment
 """
 
 from pathlib import Path
@@ -21,10 +23,11 @@ app = make_app()
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `augment`.")] = Path("params.yaml"),
     raw: Annotated[Path, typer.Option(help="Images from the download stage.")] = Path("data/raw"),
-    out: Annotated[Path, typer.Option(help="Folder for originals, variants and manifest.csv.")] = Path("data/augmented"),
+    out: Annotated[Path, typer.Option(help="Folder for the variants' shards and manifest.csv.")] = Path("data/augmented"),
+    metrics: Annotated[Path, typer.Option(help="Folder for the sample sheet, plots/images/samples.png.")] = Path("metrics/augment"),
 ) -> None:
     p = load_params(params)
-    manifest = augment_dataset(raw, out, p.augment, seed=p.seed)
+    manifest = augment_dataset(raw, out, p.augment, seed=p.seed, samples=metrics)
     originals = int((manifest["transform"] == "original").sum())
     print(f"augment: {originals} originals -> {len(manifest)} images in {out}")
 

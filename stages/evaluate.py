@@ -1,4 +1,5 @@
-"""Evaluate stage: test-split accuracy, macro precision/recall/F1, per-class table, confusion matrix.
+"""Evaluate stage: test-split accuracy, macro precision/recall/F1, per-class table, confusion
+matrix, and the test images the model got most wrong (plots/images/mistake_01.png is the worst).
 
 \b
     python stages/evaluate.py --model models/model.pt --annotations data/annotations.csv \\
@@ -22,7 +23,7 @@ def main(
     model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
     annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
     images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json, per_class.csv, confusion.json.")] = Path("metrics/evaluate"),
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, per_class.csv, confusion.json, plots/images/mistake_*.png.")] = Path("metrics/evaluate"),
 ) -> None:
     metrics = evaluate(model, annotations, images, out)
     print("evaluate: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

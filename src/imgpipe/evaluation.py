@@ -1,5 +1,6 @@
-"""The evaluate stage: test-split metrics, a per-class (per-label) table, confusion counts and
-each test image's outcome (`imgpipe.outcomes`, for the review of a pull request)."""
+"""The evaluate stage: test-split metrics, a per-class (per-label) table, confusion counts,
+each test image's outcome (`imgpipe.outcomes`, for the review of a pull request) and pictures of
+the test images the model got most wrong (`imgpipe.gallery`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from imgpipe.data.annotations import read_annotations
 from imgpipe.data.tensors import load_split
 from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
+from imgpipe.gallery import mistake_tiles
 from imgpipe.inference import predict_logits
-from imgpipe.metrics import label_confusion_counts
 from imgpipe.layout import OUTCOMES_FILE
+from imgpipe.metrics import label_confusion_counts
 from imgpipe.outcomes import record_outcomes, write_outcomes
 from imgpipe.outputs import atomic_dir, scratch_dir
 from imgpipe.task import Task, task_from_spec, task_of
@@ -25,7 +27,8 @@ from imgpipe.task import Task, task_from_spec, task_of
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict:
     """Score the model on the test split; writes metrics.json, per_class.csv, confusion.json,
-    label_confusion.json (a 2x2 matrix per class or label) and outcomes.json."""
+    label_confusion.json (a 2x2 matrix per class or label), outcomes.json and, through dvclive,
+    plots/images/mistake_<rank>.png: the worst test images as the model saw them (`imgpipe.gallery`)."""
     model, spec = load_checkpoint(model_path)
     task = task_from_spec(spec)
     table = read_annotations(annotations)
@@ -36,12 +39,17 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
     with scratch_dir(out_dir) as pixels:  # decoded test images, memory-mapped
         test = load_split(rows, "test", images_root, task, spec.image_size, spec.channels, cache_dir=pixels)
         logits = predict_logits(model.to(resolve_device()), test.images, spec.mean, spec.std)
-    y_true, y_pred = test.targets.numpy(), task.decide(logits)
+        y_true, y_pred = test.targets.numpy(), task.decide(logits)
+        # The pixels the model was given, not the files: a mistake on a 16 px grey input is
+        # explained by seeing that input. Drawn here, while the memory-mapped images exist.
+        mistakes = mistake_tiles(task, test.images, logits.numpy(), y_true, y_pred)
     scores = task.test_scores(y_true, y_pred)
     outcomes = record_outcomes(rows["md5"].tolist(), task.classes, y_true, y_pred, task.name)
     with atomic_dir(out_dir) as tmp:
         with Live(str(tmp), dvcyaml=None, save_dvc_exp=False) as live:
             live.summary.update(scores.metrics)
+            for name, tile in mistakes.items():
+                live.log_image(name, tile)
         pd.DataFrame(scores.per_class).to_csv(tmp / "per_class.csv", index=False)
         (tmp / "confusion.json").write_text(json.dumps(scores.confusion, indent=1))
         bits_true, bits_pred = task.one_hot(y_true), task.one_hot(y_pred)  # (N, K): single-label is one-vs-rest

@@ -15,6 +15,8 @@ METRICS_FILE = "metrics.json"  # in metrics/download: the totals
 # augment -> data/augmented
 MANIFEST = "manifest.csv"  # one row per image: ANNOTATION_COLUMNS but `split`, plus the labels
 SHARDS_DIR = "shards"  # the augmented copies, packed into tar shards (imgpipe.data.shards)
+
+# augment -> metrics/augment (a result, committed): logged with dvclive under plots/images/
 SAMPLES = "samples.png"  # a few sources beside their variants, for people to look at
 
 # Columns

@@ -5,7 +5,8 @@ file, on every push, pull and `dvc repro`. Every image a later stage reads, orig
 a row of `manifest.csv` with its class, its source image, the transform that made it, where its
 bytes are and their md5. The split stage keeps all copies of a source together and passes these
 columns on to `data/annotations.csv`, so the stages that read images depend on that one file
-instead of DVC hashing the images once for each. `samples.png` shows a few of them.
+instead of DVC hashing the images once for each. A sample sheet (a few sources beside their
+copies) goes to a separate, small folder that git holds (`metrics/augment`), not to the cache.
 """
 
 from __future__ import annotations
@@ -22,19 +23,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageOps
+from dvclive import Live
+from PIL import Image, ImageOps
 
 from imgpipe.data.labelsets import label_columns, positive_labels
 from imgpipe.data.readers import list_images, open_image
 from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 from imgpipe.errors import UserError
-from imgpipe.layout import LABEL, LABELS_FILE, MANIFEST, SAMPLES, SOURCES_FILE, SPLIT_ON_DISK
-from imgpipe.outputs import atomic_dir
+from imgpipe.gallery import sample_sheet
+from imgpipe.layout import (
+    LABEL,
+    LABELS_FILE,
+    MANIFEST,
+    SAMPLES,
+    SOURCES_FILE,
+    SPLIT_ON_DISK,
+)
+from imgpipe.outputs import staged_outputs
 from imgpipe.params import AugmentParams
 from imgpipe.progress import progress
 
-SAMPLE_ROWS = 12
-SAMPLE_CELL = 96  # px, the longer side of each image in the sample sheet
+SAMPLE_ROWS = 4  # sources in the sample sheet: few, so the committed PNG stays small
 ESTIMATE_FROM = 16  # sources whose copies' size sets the shard count
 
 
@@ -45,7 +54,9 @@ class Variant:
     apply: Callable[[Image.Image], Image.Image]
 
 
-def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> pd.DataFrame:
+def augment_dataset(
+    raw: Path, out: Path, params: AugmentParams, seed: int, samples: Path | None = None
+) -> pd.DataFrame:
     """Write the variants of every image of the download stage's output to shards under `out`.
 
     Returns the manifest: one row per image a later stage reads (each original, then its
@@ -53,7 +64,9 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
     labels (`label`, or `group` and the `label:<name>` columns of a multi-label dataset),
     `source`, `transform`, where its bytes are (`file` relative to `out`, `offset`, `size`) and
     `md5` (of those bytes). Originals stay where they are, in `raw`: a copy would be a second
-    object to store and move. `out` also gets `samples.png`, a few sources beside their variants.
+    object to store and move. With `samples` (a folder: `metrics/augment` in the pipeline),
+    dvclive's `plots/images/samples.png` there shows SAMPLE_ROWS sources beside their variants;
+    both folders are replaced together, once complete.
     """
     raw, out = Path(raw), Path(out)
     items = labelled_images(raw)
@@ -66,10 +79,11 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
     scale = sum(len(c.data) for s in first for c in s.copies) / sum(len(s.data) for s in first)
     shards = shard_count(round(scale * sum((raw / source).stat().st_size for source, _ in items)))
     raw_from_out = Path(os.path.relpath(raw, out))
-    samples = sample_sources(items)
+    shown = sample_sources(items)
     sheet: list[tuple[str, list[tuple[str, Image.Image]]]] = []
     rows = []
-    with atomic_dir(out) as tmp:
+    with staged_outputs() as staged:
+        tmp = staged.folder(out)
         with ShardWriter(tmp) as writer:
             for source in itertools.chain(first, made):
                 where = {"file": (raw_from_out / source.path).as_posix(), "offset": 0, "size": len(source.data)}
@@ -80,10 +94,11 @@ def augment_dataset(raw: Path, out: Path, params: AugmentParams, seed: int) -> p
                     offset, size = writer.add(shard, copy.name, copy.data)
                     rows.append({"path": copy.name, **source.labels, "source": source.path, "transform": copy.transform,
                                  "file": shard, "offset": offset, "size": size, "md5": _md5(copy.data)})
-                if source.path in samples:
-                    sheet.append((samples[source.path], [("original", source.image)] +
-                                  [(c.name.split("/")[0], c.image) for c in source.copies]))
-        sample_sheet(sheet).save(tmp / SAMPLES)
+                if source.path in shown:
+                    sheet.append((f"{shown[source.path]}: {source.path}", [("original", source.image)] +
+                                  [(c.transform, c.image) for c in source.copies]))
+        if samples is not None:  # dvclive's layout, so `dvc plots show` lists it with the others
+            Live(str(staged.folder(samples)), dvcyaml=None, save_dvc_exp=False).log_image(SAMPLES, sample_sheet(sheet))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
@@ -141,8 +156,8 @@ def labelled_images(raw: Path) -> list[tuple[str, dict]]:
 
 
 def sample_sources(items: list[tuple[str, dict]]) -> dict[str, str]:
-    """Up to SAMPLE_ROWS sources for the sample sheet, with a caption: the first of each class,
-    or (multi-label) the first ones, captioned with their labels."""
+    """Up to SAMPLE_ROWS sources for the sample sheet, with a caption: the first of each of the
+    first classes, or (multi-label) the first ones, captioned with their labels."""
     chosen: dict[str, str] = {}
     for source, labels in items:
         if LABEL not in labels:
@@ -152,26 +167,6 @@ def sample_sources(items: list[tuple[str, dict]]) -> dict[str, str]:
         if len(chosen) == SAMPLE_ROWS:
             break
     return chosen
-
-
-def sample_sheet(rows: list[tuple[str, list[tuple[str, Image.Image]]]]) -> Image.Image:
-    """One row per sample source: its caption, then the original and each variant, titled."""
-    columns = max(len(images) for _, images in rows)
-    caption_w, title_h, pad = 120, 14, 4
-    cell = SAMPLE_CELL + pad
-    sheet = Image.new("RGB", (caption_w + columns * cell, title_h + len(rows) * cell), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (caption, images) in enumerate(rows):
-        top = title_h + r * cell
-        draw.text((4, top + SAMPLE_CELL // 2), caption[:20], fill="black")
-        for c, (transform, image) in enumerate(images):
-            if r == 0:
-                draw.text((caption_w + c * cell, 2), transform, fill="black")
-            scale = SAMPLE_CELL / max(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            thumb = image.convert("RGB").resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
-            sheet.paste(thumb, (caption_w + c * cell, top))
-    return sheet
 
 
 def _md5(data: bytes) -> str:
