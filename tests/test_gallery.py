@@ -15,18 +15,10 @@ from conftest import write_shapes_dataset
 from helpers import REPO, copy_prepared, run, stage_in_process
 from PIL import Image
 
-from imgpipe import gallery
+from imgpipe.data import pictures as drawing
 from imgpipe.data.augment import SAMPLE_ROWS, augment_dataset, sample_sources
-from imgpipe.gallery import (
-    IMAGE_SIDE,
-    MAX_MISTAKES,
-    draw_tile,
-    fit,
-    highest_first,
-    mistake_name,
-    mistake_tiles,
-    worst_images,
-)
+from imgpipe.data.pictures import IMAGE_SIDE, draw_tile, fit
+from imgpipe.gallery import MAX_MISTAKES, highest_first, mistake_name, mistake_tiles, worst_images
 from imgpipe.kinds import LabelSets, SingleLabel
 from imgpipe.params import AugmentParams
 
@@ -119,18 +111,18 @@ def test_fit_enlarges_a_tiny_image_by_a_whole_factor_with_sharp_pixels():
 def test_a_tile_shows_the_image_and_a_readable_caption_in_a_few_kb():
     noise = np.random.default_rng(0).integers(0, 256, size=(3, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     caption = ("actual: a very long class name indeed, longer than a tile", "predicted: b (0.97)", "loss 3.51")
-    tile = draw_tile(gallery.to_image(noise), caption, right=False)
+    tile = draw_tile(drawing.to_image(noise), caption, right=False)
 
     assert tile.mode == "P"  # a palette PNG
-    assert tile.height == IMAGE_SIDE + 2 * gallery.PAD + gallery.CAPTION_LINES * gallery.LINE
+    assert tile.height == IMAGE_SIDE + 2 * drawing.PAD + drawing.CAPTION_LINES * drawing.LINE
     assert png_bytes(tile) < TILE_BYTES  # random colour noise: the most bytes any picture can take
     rgb = np.asarray(tile.convert("RGB")).astype(int)
-    text = rgb[IMAGE_SIDE + 2 * gallery.PAD :]
+    text = rgb[IMAGE_SIDE + 2 * drawing.PAD :]
     red = (text[..., 0] > 150) & (text[..., 1] < 90)  # the prediction, in red: it is wrong
     assert red.sum() > 30
     dark = text.sum(axis=2) < 200
-    assert dark[:, : gallery.TILE_WIDTH // 2].sum() > 50  # caption text, not a blank band
-    assert rgb[: IMAGE_SIDE + gallery.PAD].std() > 50  # the noise is there
+    assert dark[:, : drawing.TILE_WIDTH // 2].sum() > 50  # caption text, not a blank band
+    assert rgb[: IMAGE_SIDE + drawing.PAD].std() > 50  # the noise is there
 
 
 def test_mistake_tiles_are_named_by_rank_and_bounded():
@@ -156,7 +148,7 @@ def test_evaluate_writes_the_worst_test_images_as_small_pngs(ran_shapes):
     assert names == [mistake_name(r) for r in range(1, min(MAX_MISTAKES, test_images) + 1)]
     for name in names:
         with Image.open(ran_shapes / MISTAKES / name) as tile:
-            assert tile.format == "PNG" and tile.width == gallery.TILE_WIDTH
+            assert tile.format == "PNG" and tile.width == drawing.TILE_WIDTH
             assert np.asarray(tile.convert("L"))[: IMAGE_SIDE].std() > 20  # a shape on noise, not a blank
     sizes = pictures(ran_shapes)
     assert len(sizes) <= MAX_MISTAKES + 1 and sum(sizes.values()) < RUN_BYTES, sizes
@@ -179,7 +171,7 @@ def test_augment_writes_a_sample_sheet_outside_the_cached_folder(prepared_shapes
     ]
     with Image.open(prepared_shapes / SAMPLES) as sheet:
         # shapes: 3 classes (fewer than SAMPLE_ROWS), each the original, rotate(10) and a shear
-        assert sheet.size == (gallery.PAD + 3 * gallery.SAMPLE_CELL_WIDTH, 3 * gallery.SAMPLE_ROW_HEIGHT)
+        assert sheet.size == (drawing.PAD + 3 * drawing.SAMPLE_CELL_WIDTH, 3 * drawing.SAMPLE_ROW_HEIGHT)
     assert (prepared_shapes / SAMPLES).stat().st_size < RUN_BYTES // 4
 
 
@@ -203,9 +195,9 @@ def test_sample_sheet_has_one_row_per_source_and_one_column_per_image(rows, expe
     chosen = sample_sources(items)
     assert list(chosen) == [f"c{k}/0.png" for k in range(min(rows, SAMPLE_ROWS))]
     assert len(chosen) == expected
-    sheet = gallery.sample_sheet([(c, [("original", Image.new("L", (8, 8), 200)), ("invert", Image.new("L", (8, 8)))])
+    sheet = drawing.sample_sheet([(c, [("original", Image.new("L", (8, 8), 200)), ("invert", Image.new("L", (8, 8)))])
                                   for c in chosen])
-    assert sheet.size == (gallery.PAD + 2 * gallery.SAMPLE_CELL_WIDTH, expected * gallery.SAMPLE_ROW_HEIGHT)
+    assert sheet.size == (drawing.PAD + 2 * drawing.SAMPLE_CELL_WIDTH, expected * drawing.SAMPLE_ROW_HEIGHT)
 
 
 def test_augment_sheet_shows_each_source_beside_all_its_copies_and_only_when_asked(tmp_path):
@@ -221,11 +213,11 @@ def test_augment_sheet_shows_each_source_beside_all_its_copies_and_only_when_ask
     assert sheet_file.read_bytes() == (tmp_path / "again/plots/images/samples.png").read_bytes()  # deterministic
     with Image.open(sheet_file) as sheet:
         # 3 classes -> 3 rows; original, rotate(-15), rotate(15), invert, shear(...) -> 5 columns
-        assert sheet.size == (gallery.PAD + 5 * gallery.SAMPLE_CELL_WIDTH, 3 * gallery.SAMPLE_ROW_HEIGHT)
+        assert sheet.size == (drawing.PAD + 5 * drawing.SAMPLE_CELL_WIDTH, 3 * drawing.SAMPLE_ROW_HEIGHT)
         grey = np.asarray(sheet.convert("L"))
     for row in range(3):
-        top = row * gallery.SAMPLE_ROW_HEIGHT + gallery.PAD + gallery.LINE
-        band = grey[top : top + gallery.SAMPLE_SIDE]
+        top = row * drawing.SAMPLE_ROW_HEIGHT + drawing.PAD + drawing.LINE
+        band = grey[top : top + drawing.SAMPLE_SIDE]
         for column in range(5):
-            cell = band[:, gallery.PAD + column * gallery.SAMPLE_CELL_WIDTH :][:, : gallery.SAMPLE_SIDE]
+            cell = band[:, drawing.PAD + column * drawing.SAMPLE_CELL_WIDTH :][:, : drawing.SAMPLE_SIDE]
             assert cell.std() > 20, (row, column)  # a picture in every cell

@@ -138,7 +138,11 @@ def project(tmp_path_factory, ran_shapes: Path) -> Path:
 
 @needs_chromium
 def test_show_renders_offline(project: Path, tmp_path: Path):
-    assert_renders(project, ["show"], "dvc_plots", tmp_path, revisions=1)
+    summary = assert_renders(project, ["show"], "dvc_plots", tmp_path, revisions=1)
+    # The gallery of mistakes and augment's sample sheet are on the page, loaded.
+    mistakes = sorted(p.name for p in (project / "metrics/evaluate/plots/images").glob("mistake_*.png"))
+    assert mistakes and len(images_of(summary, "metrics/evaluate/plots/images")) == len(mistakes)
+    assert len(images_of(summary, "metrics/augment/plots/images")) == 1
 
 
 @needs_chromium

@@ -30,7 +30,7 @@ from imgpipe.data.labelsets import label_columns, positive_labels
 from imgpipe.data.readers import list_images, open_image
 from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 from imgpipe.errors import UserError
-from imgpipe.gallery import sample_sheet
+from imgpipe.data.pictures import sample_sheet
 from imgpipe.layout import (
     LABEL,
     LABELS_FILE,
