@@ -102,3 +102,14 @@ def test_the_estimate_grows_with_size_and_batch_and_names_the_disk(tmp_path):
     on_disk = Footprint(activations=0, weights=0, decoded=1 << 60)
     with pytest.raises(Exception, match=f"the decoded images need .* GB beside the model in '{tmp_path}'"):
         check_fits(on_disk, torch.device("cpu"), tmp_path, 5000)
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet18", "mlp"])
+def test_scaled_activations_match_a_full_size_count_on_the_meta_device(model):
+    from imgpipe.footprint import output_bytes
+    from imgpipe.models import create_model
+
+    with torch.device("meta"):
+        full = create_model(model, num_classes=10, in_channels=3, image_size=96).eval()
+    exact = output_bytes(full, torch.empty(8, 3, 96, 96, device="meta"))
+    assert estimate(model, {}, 10, 3, 96, 8, 1).activations == pytest.approx(exact, rel=0.05)

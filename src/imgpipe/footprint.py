@@ -1,11 +1,15 @@
 """How much memory and disk a training run needs, estimated before it starts.
 
 `image.size: 5000` used to get the train stage killed by the kernel (DVC: "exited with -9") after
-minutes of decoding. The estimate costs milliseconds: the model runs one batch on PyTorch's `meta`
-device, which computes shapes and allocates nothing, and every layer's output is counted, since
-autograd keeps about that much for the backward pass. Weights count four times (the weights, their
-gradients and two optimizer moments). The decoded images go to a memory-mapped file beside the
-model, so they count against that disk.
+minutes of decoding. The estimate costs milliseconds. Every layer's output is counted, since
+autograd keeps about that much for the backward pass: one image at each of `REFERENCE_SIZES` goes
+through the model, a line `a + b * pixels` is fitted to the two counts (convolutions' outputs grow
+with the picture's area; an MLP's hidden layers do not) and taken at image.size, times the batch.
+(PyTorch's `meta` device would compute the shapes at full size without allocating, but its first
+forward pass costs about 2 s of imports.) The weights are counted on the `meta`
+device at full size, which allocates nothing, four times over (the weights, their gradients and
+two optimizer moments). The decoded images go to a memory-mapped file beside the model, so they
+count against that disk.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from imgpipe.models.registry import create_model
 
 GB = 1024**3
 WEIGHT_COPIES = 4  # weights, gradients, and Adam's two moments
+REFERENCE_SIZES = (32, 64)  # px: images whose layer outputs are counted, then extrapolated to image.size
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,24 @@ def estimate(
     model_name: str, model_args: dict, num_classes: int, channels: int, size: int, batch: int, images: int
 ) -> Footprint | None:
     """The footprint of training on `images` decoded images in batches of `batch`; None when the
-    model cannot run on the meta device (then nothing is refused)."""
+    model cannot be measured (then nothing is refused)."""
+    def one_image(side: int) -> int:
+        model = create_model(model_name, num_classes=num_classes, in_channels=channels, image_size=side, **model_args)
+        return output_bytes(model.eval(), torch.zeros(1, channels, side, side))
+
     try:
         with torch.device("meta"):
             model = create_model(model_name, num_classes=num_classes, in_channels=channels, image_size=size, **model_args)
-        outputs = output_bytes(model, torch.empty(batch, channels, size, size, device="meta"))
+        if size <= REFERENCE_SIZES[1]:
+            per_image = one_image(size)
+        else:
+            (s1, s2), (o1, o2) = REFERENCE_SIZES, [one_image(s) for s in REFERENCE_SIZES]
+            per_pixel = (o2 - o1) / (s2 * s2 - s1 * s1)
+            per_image = o1 + per_pixel * (size * size - s1 * s1)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return None
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) * WEIGHT_COPIES
-    return Footprint(outputs, weights, images * channels * size * size)
+    return Footprint(round(per_image * batch), weights, images * channels * size * size)
 
 
 def output_bytes(model: nn.Module, x: torch.Tensor) -> int:
