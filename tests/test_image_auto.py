@@ -113,3 +113,10 @@ def test_scaled_activations_match_a_full_size_count_on_the_meta_device(model):
         full = create_model(model, num_classes=10, in_channels=3, image_size=96).eval()
     exact = output_bytes(full, torch.empty(8, 3, 96, 96, device="meta"))
     assert estimate(model, {}, 10, 3, 96, 8, 1).activations == pytest.approx(exact, rel=0.05)
+
+
+def test_the_estimate_leaves_the_random_state_as_it_was():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    estimate("cnn", {}, 3, 3, 128, 16, 10)
+    assert torch.equal(torch.get_rng_state(), before)  # the model the run builds next gets the seeded weights

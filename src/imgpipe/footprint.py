@@ -51,14 +51,15 @@ def estimate(
         return output_bytes(model.eval(), torch.zeros(1, channels, side, side))
 
     try:
-        with torch.device("meta"):
-            model = create_model(model_name, num_classes=num_classes, in_channels=channels, image_size=size, **model_args)
-        if size <= REFERENCE_SIZES[1]:
-            per_image = one_image(size)
-        else:
-            (s1, s2), (o1, o2) = REFERENCE_SIZES, [one_image(s) for s in REFERENCE_SIZES]
-            per_pixel = (o2 - o1) / (s2 * s2 - s1 * s1)
-            per_image = o1 + per_pixel * (size * size - s1 * s1)
+        with torch.random.fork_rng(devices=[]):  # building models draws weights: the seeded state stays the run's
+            with torch.device("meta"):
+                model = create_model(model_name, num_classes=num_classes, in_channels=channels, image_size=size, **model_args)
+            if size <= REFERENCE_SIZES[1]:
+                per_image = one_image(size)
+            else:
+                (s1, s2), (o1, o2) = REFERENCE_SIZES, [one_image(s) for s in REFERENCE_SIZES]
+                per_pixel = (o2 - o1) / (s2 * s2 - s1 * s1)
+                per_image = o1 + per_pixel * (size * size - s1 * s1)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return None
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) * WEIGHT_COPIES
