@@ -243,4 +243,32 @@ def test_bad_input_is_one_line(case: str, ran_shapes: Path, bad: Path):
 
 
 def test_single_label_model_on_multilabel_data_is_one_line(ran_shapes: Path, tags_dir: Path):
-    assert_one_line_error(imgpipe(ran_shapes, "evaluate", "--data", tags_dir, check=False), "--data", "one class folder")
+    # read as the model's task (class folders), its one `images` folder is a class the model does not know
+    assert_one_line_error(imgpipe(ran_shapes, "evaluate", "--data", tags_dir, check=False), str(tags_dir), "do not match the model")
+
+
+def test_evaluate_out_never_replaces_a_folder_that_is_not_an_earlier_result(ran_shapes: Path, tmp_path: Path):
+    source = shapes_source(ran_shapes)
+    keep = tmp_path / "my-notes"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    before = listing(source)
+    for out, fragment in [(keep, "is not an earlier imgpipe evaluate result"), (source, "is, holds or lies inside --data"),
+                          (source / "results", "is, holds or lies inside --data")]:
+        done = imgpipe(ran_shapes, "evaluate", "--data", source, "--out", out, check=False)
+        assert_one_line_error(done, f"--out '{out}'", fragment)
+    assert (keep / "notes.txt").read_text() == "mine" and listing(source) == before
+    first = tmp_path / "results"
+    imgpipe(ran_shapes, "evaluate", "--data", source, "--out", first)
+    imgpipe(ran_shapes, "evaluate", "--data", source, "--out", first)  # an earlier result is replaced
+    assert (first / "metrics.json").is_file()
+
+
+def test_evaluate_data_with_one_class_scores_it(ran_shapes: Path, tmp_path: Path):
+    """A holdout of one class is a fine set to score, though not to train on."""
+    one = tmp_path / "circles"
+    (one / "circle").mkdir(parents=True)
+    for image in sorted((shapes_source(ran_shapes) / "circle").iterdir())[:4]:
+        (one / "circle" / image.name).write_bytes(image.read_bytes())
+    done = imgpipe(ran_shapes, "evaluate", "--data", one)
+    assert "accuracy" in done.stdout

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from helpers import REPO, copy_prepared, prepare, run
+from helpers import REPO, copy_prepared, prepare, run, stage_in_process
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.tensors import load_split
 from imgpipe.models import create_model
@@ -110,3 +111,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(prepared, baseline, tmp_
     result = run([sys.executable, str(REPO / "stages/train.py")], folder)
     assert f"resuming after epoch {after_epoch}" in result.stdout
     assert outputs(folder) == outputs(baseline[0])
+
+
+def test_patience_waits_for_the_unfrozen_phase(prepared, tmp_path):
+    """A head that stops improving does not end the run before the backbone has trained."""
+    work = copy_prepared(prepared, tmp_path / "patience")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train"].update(epochs=3, freeze_epochs=2, patience=1, lr=1e-12)  # nothing improves after epoch 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    printed = stage_in_process("train", cwd=work, check=True).stdout
+    assert "train: epoch 3: unfreezing the backbone" in printed
+    assert "epoch 3: train/loss" in printed

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -94,7 +95,12 @@ def predict(
         raise UserError(f"--format '{output_format}' is not one of: {', '.join(FORMATS)}")
     images = images_named(paths)
     rows = prediction_rows(model, images, top_k=top_k)
-    FORMATS[output_format](rows, sys.stdout)
+    try:
+        FORMATS[output_format](rows, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `imgpipe predict ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return
     print(f"predict: {len(rows)} images", file=sys.stderr)
 
 

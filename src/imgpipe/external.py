@@ -23,7 +23,7 @@ from imgpipe.data.labelsets import label_columns, label_names
 from imgpipe.data.sources import LabelOptions, download
 from imgpipe.errors import UserError
 from imgpipe.evaluation import check_task_matches, evaluate
-from imgpipe.layout import LABEL_PREFIX
+from imgpipe.layout import LABEL_PREFIX, METRICS_FILE
 from imgpipe.params import AugmentParams
 from imgpipe.task import task_from_spec, task_of
 
@@ -35,13 +35,16 @@ REPORT_DIR = "download"  # with --out: the download stage's report of skipped fi
 def evaluate_data(model_path: Path, data: str, out_dir: Path | None) -> dict:
     """Evaluate's metrics on `data` (a folder, an archive path, an archive URL or `builtin:...`);
     with `out_dir`, evaluate's files and the download report stay there."""
+    if out_dir is not None:
+        check_out(Path(out_dir), data)
     _, spec = load_checkpoint(model_path)  # a bad model file fails before any download
     model_task = task_from_spec(spec)
     source = source_of(data)
     with tempfile.TemporaryDirectory(prefix="imgpipe-evaluate-") as tmp:
         work = Path(tmp)
         try:
-            done = download(source, work / "raw", labels=LabelOptions(task=model_task.name), report_dir=work / REPORT_DIR)
+            done = download(source, work / "raw", labels=LabelOptions(task=model_task.name), report_dir=work / REPORT_DIR,
+                            for_training=False)
         except UserError as err:
             raise UserError(str(err).replace("params: data.source", "--data").replace("data.source", "--data")) from None
         table = test_table(augment_dataset(work / "raw", work / "augmented", ORIGINALS_ONLY, seed=0), spec.classes)
@@ -57,6 +60,20 @@ def evaluate_data(model_path: Path, data: str, out_dir: Path | None) -> dict:
         print(f"evaluate: {note}", file=sys.stderr)
     print(f"evaluate: {done.summary()}", file=sys.stderr)
     return metrics
+
+
+def check_out(out: Path, data: str) -> None:
+    """`--out` is replaced whole: refuse a folder that holds anything but an earlier result, and
+    one that is, holds or lies inside `--data` (nothing the user gave is modified)."""
+    if not data.startswith(("builtin:", "http://", "https://", "file://")):
+        given, target = Path(data).resolve(), out.resolve()
+        if target == given or target.is_relative_to(given) or given.is_relative_to(target):
+            raise UserError(f"--out '{out}' is, holds or lies inside --data '{data}'; give a folder of its own")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METRICS_FILE).is_file())):
+        raise UserError(
+            f"--out '{out}' exists and is not an earlier imgpipe evaluate result (no {METRICS_FILE}); it would be "
+            "replaced whole: give a new or empty folder"
+        )
 
 
 def source_of(data: str) -> str:

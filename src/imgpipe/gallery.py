@@ -1,6 +1,5 @@
-"""Pictures of a run for people to look at, small enough for git: the test images the model got
-most wrong (the evaluate stage, like fastai's `plot_top_losses`) and the augment stage's sample
-sheet (a few sources beside their copies).
+"""The test images the model got most wrong, for people to look at (the evaluate stage, like
+fastai's `plot_top_losses`); small enough for git.
 
 Which test images are the worst:
 - single-label: the highest loss, the cross-entropy of the true class (ties: test-split order);

@@ -22,6 +22,7 @@ import typer
 
 from imgpipe.cli import make_app, reports_user_errors
 from imgpipe.errors import UserError
+from imgpipe.outputs import atomic_file
 
 PAGE_NAME = "plots_page.html"  # in .dvc/: DVC resolves a relative plots.html_template from there
 VEGA_LITE_MAJOR = "5"  # DVC's plot templates and .dvc/plots/*.json are Vega-Lite v5 specs
@@ -88,9 +89,8 @@ def install_page(root: Path) -> Path:
     if not dvc_dir.is_dir():
         raise UserError(f"{root} is not a DVC project (no .dvc folder): run in the project root or pass --root")
     page = dvc_dir / PAGE_NAME
-    partial = page.with_name(f".{PAGE_NAME}.tmp")
-    partial.write_text(build_page(*vega_bundle()), encoding="utf-8")
-    partial.replace(page)
+    with atomic_file(page) as partial:
+        partial.write_text(build_page(*vega_bundle()), encoding="utf-8")
     config = [sys.executable, "-m", "dvc", "config", "--local", "plots.html_template", PAGE_NAME]
     done = subprocess.run(config, cwd=root, capture_output=True, text=True, check=False)
     if done.returncode != 0:

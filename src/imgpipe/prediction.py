@@ -24,6 +24,7 @@ from imgpipe.task import Task, task_from_spec
 
 PROB_PREFIX = "prob:"  # Multilabel.prediction_rows: one column per label
 TOP_K = "top_k"  # the key of a row's k most probable classes (labels), from prediction_rows(top_k=k)
+LABEL_LIST = "label_list"  # multi-label, with top_k: the decided labels as a list (a name may hold a space)
 
 # What each task's prediction_rows turns logits into: one softmax over the classes, or a sigmoid per label.
 def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Readable]:
@@ -80,8 +81,10 @@ def prediction_rows(model_path: Path, images: Sequence[Readable], top_k: int = 0
         logits = predict_logits(model, pixels, spec.mean, spec.std)  # (B, K)
         batch = task.prediction_rows(chunk, logits)
         if top_k:
-            for row, best in zip(batch, most_probable(task, logits, top_k), strict=True):
+            for row, best, chosen in zip(batch, most_probable(task, logits, top_k), task.decide(logits), strict=True):
                 row[TOP_K] = best
+                if chosen.ndim:  # multi-label: (K,) 0/1 per label
+                    row[LABEL_LIST] = [task.classes[k] for k in chosen.nonzero()[0]]
         rows += batch
     return rows
 
@@ -114,7 +117,7 @@ def predict(model_path: Path, images: list[Readable], out: Path, batch_size: int
 
 def decision(row: dict) -> dict:
     """A row of `prediction_rows` without its per-label probabilities and top k."""
-    return {key: value for key, value in row.items() if key != TOP_K and not key.startswith(PROB_PREFIX)}
+    return {key: value for key, value in row.items() if key not in (TOP_K, LABEL_LIST) and not key.startswith(PROB_PREFIX)}
 
 
 def write_tsv(rows: list[dict], stream: TextIO) -> None:
@@ -128,10 +131,7 @@ def write_tsv(rows: list[dict], stream: TextIO) -> None:
 
 def write_json(rows: list[dict], stream: TextIO) -> None:
     """A list of objects: the decision (multi-label `labels` as a list) and `top_k`."""
-    objects = [{**decision(row), TOP_K: row[TOP_K]} for row in rows]
-    for obj in objects:
-        if "labels" in obj:
-            obj["labels"] = obj["labels"].split()
+    objects = [{**decision(row), **({"labels": row[LABEL_LIST]} if LABEL_LIST in row else {}), TOP_K: row[TOP_K]} for row in rows]
     json.dump(objects, stream, indent=2)
     stream.write("\n")
 

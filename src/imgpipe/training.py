@@ -227,7 +227,7 @@ def train(
     same_run_everywhere(ranks, run_id)
     # Pretrained weights expect RGB: grayscale images are read as 3 equal channels.
     channels = 3 if params.pretrained != "none" else image.channels
-    check_fits_before_decoding(model_name, model_args or {}, len(task.classes), channels, image.size, params, table, model_out)
+    check_fits_before_decoding(model_name, model_args or {}, len(task.classes), channels, image.size, params, table, model_out, ranks)
     if params.pretrained == "imagenet" and ranks.local_rank == 0:
         fetch_imagenet_weights(model_name)  # one download per machine; the other ranks read the cache
     ranks.barrier()
@@ -282,14 +282,20 @@ class NotLogged:
 
 def check_fits_before_decoding(
     model_name: str, model_args: dict, num_classes: int, channels: int, size: int, params: TrainParams, table, model_out: Path,
+    ranks: Ranks = SINGLE,
 ) -> None:
-    """Refuse, before minutes of decoding, a run whose batch cannot fit this machine's memory (the
-    batch is split over the machines) or whose decoded images cannot fit the disk beside `model_out`."""
-    batch = math.ceil(params.batch_size / params.nnodes)
+    """Refuse, before minutes of decoding, a run whose share of a batch cannot fit its device (a GPU
+    per rank; on the CPU, the machine's ranks share its memory) or whose decoded images cannot fit
+    the disk beside `model_out`."""
+    batch = math.ceil(params.batch_size / ranks.world)  # each rank's share (`Ranks.share`)
     decoded = int(table["split"].isin(["train", "val"]).sum())
     scratch = next(p for p in (Path(model_out).absolute().parent, *Path(model_out).absolute().parents) if p.exists())
-    check_fits(estimate(model_name, model_args, num_classes, channels, size, batch, decoded),
-               resolve_device(params.device), scratch, size)
+    device = resolve_device(params.device)
+    footprint = estimate(model_name, model_args, num_classes, channels, size, batch, decoded)
+    if footprint is not None and device.type != "cuda":
+        footprint = replace(footprint, activations=footprint.activations * ranks.local_world,
+                            weights=footprint.weights * ranks.local_world)
+    check_fits(footprint, device, scratch, size)
 
 
 def resolved_image(image: ImageParams, table, images_root: Path, ranks: Ranks = SINGLE) -> ImageParams:
@@ -448,12 +454,14 @@ def run_epochs(
 
     say = print if fit.ranks.main else lambda *_: None
     for epoch in range(state.epoch + 1, params.epochs + 1):
-        if params.patience and state.bad_epochs >= params.patience:
-            say(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
-            break
         if fit.frozen and in_second_phase(params, epoch):
             fit = unfrozen(fit, params, len(train_data.targets))
+            state.bad_epochs = 0  # patience counts from the unfreezing: the head alone may plateau
             say(f"train: epoch {epoch}: unfreezing the backbone after train.freeze_epochs {params.freeze_epochs}; the lr schedule restarts")
+        head_only = params.freeze_epochs and epoch <= params.freeze_epochs  # the backbone's turn is still to come
+        if params.patience and state.bad_epochs >= params.patience and not head_only:
+            say(f"train: early stop, {params.monitor} has not improved for {params.patience} epochs")
+            break
         lr = fit.optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(fit, train_data, params.batch_size, generator, on_batch)
         val = validate(fit, val_data)

@@ -98,7 +98,8 @@ def augment_dataset(
                     sheet.append((f"{shown[source.path]}: {source.path}", [("original", source.image)] +
                                   [(c.transform, c.image) for c in source.copies]))
         if samples is not None:  # dvclive's layout, so `dvc plots show` lists it with the others
-            Live(str(staged.folder(samples)), dvcyaml=None, save_dvc_exp=False).log_image(SAMPLES, sample_sheet(sheet))
+            with Live(str(staged.folder(samples)), dvcyaml=None, save_dvc_exp=False) as live:
+                live.log_image(SAMPLES, sample_sheet(sheet))
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest

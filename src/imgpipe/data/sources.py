@@ -82,6 +82,7 @@ def download(
     labels: LabelOptions = LabelOptions(),
     report_dir: Path | None = None,
     max_extract_gb: float = DataParams.max_extract_gb,
+    for_training: bool = True,
 ) -> Report:
     """Write the dataset named by `source` into `out` and, if given, the report into `report_dir`.
 
@@ -124,7 +125,8 @@ def download(
                 write_table(root, class_folders_as_table(images), tmp, report)
             else:
                 write_class_folders(root, images, tmp, report)
-        check_learnable(source, labels, report)
+        if for_training:  # one class is a fine set to score a model on, not to train one
+            check_learnable(source, labels, report)
         write_files_list(tmp)
         if report_dir is not None:
             report.write(staged.folder(report_dir))
