@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dvclive import Live
 from PIL import Image, ImageOps
 
 from imgpipe.data.labelsets import label_columns, positive_labels
@@ -97,9 +96,10 @@ def augment_dataset(
                 if source.path in shown:
                     sheet.append((f"{shown[source.path]}: {source.path}", [("original", source.image)] +
                                   [(c.transform, c.image) for c in source.copies]))
-        if samples is not None:  # dvclive's layout, so `dvc plots show` lists it with the others
-            with Live(str(staged.folder(samples)), dvcyaml=None, save_dvc_exp=False) as live:
-                live.log_image(SAMPLES, sample_sheet(sheet))
+        if samples is not None:  # dvclive's layout for images (log_image), so `dvc plots show` lists it with the others
+            images = staged.folder(samples) / "plots" / "images"
+            images.mkdir(parents=True)
+            sample_sheet(sheet).save(images / SAMPLES)
         manifest = pd.DataFrame(rows)
         manifest.to_csv(tmp / MANIFEST, index=False)
     return manifest
