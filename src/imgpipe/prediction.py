@@ -26,7 +26,7 @@ PROB_PREFIX = "prob:"  # Multilabel.prediction_rows: one column per label
 TOP_K = "top_k"  # the key of a row's k most probable classes (labels), from prediction_rows(top_k=k)
 LABEL_LIST = "label_list"  # multi-label, with top_k: the decided labels as a list (a name may hold a space)
 
-# What each task's prediction_rows turns logits into: one softmax over the classes, or a sigmoid per label.
+
 def images_to_predict(input_dir: str | None, annotations: Path, images_root: Path) -> list[Readable]:
     """The images of `input_dir` (recursively), or the test split's images when it is None."""
     if input_dir is None:
