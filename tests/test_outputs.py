@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import tempfile
+import threading
+import time
 
 import pytest
 
-from imgpipe.outputs import atomic_dir, atomic_file, staged_outputs
+from imgpipe.outputs import atomic_dir, atomic_file, scratch_dir, signals_deferred, staged_outputs
 
 
 def tree(folder):
@@ -220,3 +223,54 @@ def test_a_temporary_made_but_not_yet_registered_when_interrupted_is_removed(tmp
     with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "out"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def another_thread():
+    """A second thread, as torch starts: the kernel may hand a process-wide signal to it."""
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    yield
+    done.set()
+    thread.join()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_scratch_folder_is_made_leaves_nothing(tmp_path, monkeypatch, another_thread, signum):
+    """The signal arrives while mkdtemp runs and is raised only once the folder is recorded for
+    removal: the block's body never starts and the scratch folder goes."""
+    made = tempfile.mkdtemp
+
+    def signalled(*args, **kwargs):
+        path = made(*args, **kwargs)
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # a signal raised in here would lose the folder
+        return path
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tempfile, "mkdtemp", signalled)
+    previous = signal.signal(signum, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt), scratch_dir(tmp_path / "sub" / "model.pt"):
+            pytest.fail("the body ran although the signal came first")
+    finally:
+        signal.signal(signum, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signals_deferred_puts_the_handlers_back_and_runs_them_once_after_the_block():
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handler"))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("block ended")
+        assert seen == ["block ended", "handler"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

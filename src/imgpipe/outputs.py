@@ -5,8 +5,9 @@ them are complete moves them into place: first every old output out of the way, 
 new one in. Whatever moment a kill lands, the targets are the old set, the new set, or a set
 with at least one output missing, which `dvc repro` reruns and `dvc commit` refuses; never a
 mix of old and new files that looks complete. Ctrl-C and SIGTERM are held while temporaries are
-created, removed or renamed, so they never leave one behind or interrupt the renames; temporaries
-left by SIGKILL (which skips all cleanup) are removed by the next run that writes the same target.
+created, removed or renamed (their handlers run once that step is done), so they never leave one
+behind or interrupt the renames; temporaries left by SIGKILL (which skips all cleanup) are
+removed by the next run that writes the same target.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class StagedOutputs:
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
             tmp = Path(name)
             self.pending.append((tmp, target))
-        os.close(fd)
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         return tmp
 
@@ -136,16 +137,33 @@ def atomic_file(target: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends; their handlers then run as usual."""
+    """Hold SIGINT and SIGTERM until the block ends; their handlers then run as usual.
+
+    The handlers are swapped for ones that only take note, rather than the signals blocked: a
+    blocked process-wide signal goes to another thread (torch starts several), and Python then
+    runs its handler in the main thread at once, inside the block.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread runs Python signal handlers
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
+    held = [signal.SIGINT, signal.SIGTERM]
+    if any(signal.getsignal(signum) is None for signum in held):
+        yield  # a handler installed outside Python cannot be put back
+        return
+    arrived: list[int] = []
+    # ExitStack runs every callback even when one raises: each handler is put back, then what
+    # arrived is raised again, and its own handler runs as if the signal came just then.
+    with contextlib.ExitStack() as restore:
+        restore.callback(_raise_again, arrived)
+        for signum in held:
+            restore.callback(signal.signal, signum, signal.getsignal(signum))
+            signal.signal(signum, lambda signum, frame: arrived.append(signum))
         yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _raise_again(signums: list[int]) -> None:
+    for signum in dict.fromkeys(signums):
+        signal.raise_signal(signum)
 
 
 def remove_leftovers(target: Path) -> None:
@@ -189,15 +207,19 @@ def scratch_dir(beside: Path) -> Iterator[Path]:
     removed when the block ends; one left by SIGKILL goes with the next run's leftovers."""
     beside = Path(beside)
     made = [p for p in [beside.parent, *beside.parent.parents] if not p.exists()]  # deepest first
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(beside)
-    with signals_deferred():
-        path = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-{os.getpid()}-scratch-", dir=beside.parent))
+    path = None
     try:
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(beside)
+        # A signal held while the folder is made is raised right after the `with`, inside this
+        # `try`, so the `finally` below still removes the folder.
+        with signals_deferred():
+            path = Path(tempfile.mkdtemp(prefix=f".{beside.name}.tmp-{os.getpid()}-scratch-", dir=beside.parent))
         yield path
     finally:
         with signals_deferred():
-            _remove(path)
+            if path is not None:
+                _remove(path)
             for folder in made:  # only if nothing else landed there
                 with contextlib.suppress(OSError):
                     folder.rmdir()
