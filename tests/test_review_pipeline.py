@@ -236,7 +236,8 @@ def run_review_job(hosting: Hosting, pr_branch: str, workdir: Path, after_checko
     """The workflow's steps, in order, as GitHub runs them. GitHub's own actions are played by
     the test: checkout clones the bare origin with full history at the branch's head;
     setup-python and `make install` are the test's own venv; upload-artifact checks its folder
-    and gives a URL; the `gh pr comment` step records the body it would post (no GitHub here)."""
+    and gives a URL; the comment step records the report it would post (no GitHub here;
+    tests/test_workflows.py runs that step against a recorded gh)."""
     steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["review"]["steps"]
     repo, github_path, summary = workdir / "checkout", workdir / "github_path", workdir / "summary.md"
     pr_head = run(["git", "rev-parse", pr_branch], hosting.origin).stdout.strip()
@@ -265,8 +266,8 @@ def run_review_job(hosting: Hosting, pr_branch: str, workdir: Path, after_checko
         elif uses.startswith("actions/upload-artifact"):
             assert (repo / step["with"]["path"]).is_dir()
             context[f"steps.{step['id']}.outputs.artifact-url"] = "https://github.com/team/imgpipe/actions/runs/1/artifacts/2"
-        elif step["run"].startswith("gh pr comment"):
-            body = repo / re.search(r"--body-file (\S+)", step["run"])[1]
+        elif "review-comment.sh" in step["run"]:
+            body = repo / re.search(r"review-comment\.sh \S+ (\S+)", step["run"])[1]
             job.comments.append(body.read_text())
         else:
             script = step["run"]
