@@ -1,6 +1,10 @@
 """The predict stage and `imgpipe predict`: class name and probability (or label set) for every
 image in a folder or the test split, through one function (`prediction_rows`), so the command
-and the stage read pixels and decide the same way."""
+and the stage read pixels and decide the same way.
+
+A row names its image as every table does (`imgpipe.data.readers.escape_name`): a file of the
+user's whose name is not UTF-8, or holds a tab or newline, reads `caf%E9.png`, so each row stays
+one line of the TSV; the pipeline's own files (data/raw, the shards) already have such names."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 
 from imgpipe.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.readers import IMAGE_EXTENSIONS, Readable, list_images
+from imgpipe.data.readers import IMAGE_EXTENSIONS, Readable, list_images, shown_path
 from imgpipe.data.tensors import load_images, members
 from imgpipe.device import resolve_device
 from imgpipe.errors import UserError
@@ -52,12 +56,12 @@ def images_named(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir():
             found = list_images(path)
             if not found:
-                raise UserError(f"{path}: the folder has no images ({' '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively)")
+                raise UserError(f"{shown_path(path)}: the folder has no images ({' '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively)")
             images += found
         elif not path.exists():
-            raise UserError(f"{path}: no such file or folder")
+            raise UserError(f"{shown_path(path)}: no such file or folder")
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise UserError(f"{path}: not an image file (expected one of {' '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise UserError(f"{shown_path(path)}: not an image file (expected one of {' '.join(sorted(IMAGE_EXTENSIONS))})")
         else:
             images.append(path)
     return images
@@ -79,7 +83,7 @@ def prediction_rows(model_path: Path, images: Sequence[Readable], top_k: int = 0
         chunk = images[start : start + batch_size]
         pixels = load_images(chunk, spec.image_size, spec.channels, desc="predict")  # (B, C, H, W)
         logits = predict_logits(model, pixels, spec.mean, spec.std)  # (B, K)
-        batch = task.prediction_rows(chunk, logits)
+        batch = task.prediction_rows([shown_path(path) for path in chunk], logits)
         if top_k:
             for row, best, chosen in zip(batch, most_probable(task, logits, top_k), task.decide(logits), strict=True):
                 row[TOP_K] = best

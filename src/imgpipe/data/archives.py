@@ -5,6 +5,11 @@ that point out, device files and FIFOs are refused, and so is an archive whose d
 add up to more than a limit. A link that stays inside is written as a copy of the file it points
 to, so no link ever lands on disk: no later member can be redirected through one, and the path
 checks here, which only look at names, are complete.
+
+Names are written as the archive spells them: tar names as bytes (like a Linux folder's, whatever
+their encoding); zip names as UTF-8 when flagged so, or when an Info-ZIP Unicode Path field gives
+them, or when their bytes are valid UTF-8 (tools on Linux and macOS often leave the flag unset),
+else as CP437, the zip format's own encoding (a Latin-1 `é` from Windows reads as `Θ`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import gzip
 import hashlib
 import http.client
 import math
+import os
 import posixpath
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -36,6 +44,8 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MIB = 1 << 20
 GB = 10**9  # data.max_extract_gb counts decimal gigabytes
 LINK_TEXT_MAX = 4096  # PATH_MAX; a zip link's data is its target path
+ZIP_UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
+ZIP_UNICODE_PATH = 0x7075  # Info-ZIP Unicode Path extra field: version, crc32 of the stored name, UTF-8 name
 DRIVE = re.compile(r"[A-Za-z]:")  # `C:` at the start makes a Windows path absolute
 LINKS = ("symbolic link", "hard link")
 CONTENTS = ("file", "folder")
@@ -98,8 +108,7 @@ def fetch_url(url: str, dest: Path, timeout: float = 60.0) -> None:
 
 def _download(url: str, dest: Path, timeout: float) -> tuple[int, int | None]:
     """Stream `url` into `dest`; returns the bytes received and the Content-Length, if sent."""
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
-        expected = _content_length(response.headers.get("Content-Length"))
+    with _open_url(url, timeout) as (response, expected), open(dest, "wb") as f:
         chunks = iter(lambda: response.read(MIB), b"")
         total = math.ceil(expected / MIB) if expected else None  # the bar counts 1 MiB chunks
         received = 0
@@ -107,6 +116,19 @@ def _download(url: str, dest: Path, timeout: float) -> tuple[int, int | None]:
             f.write(chunk)
             received += len(chunk)
     return received, expected
+
+
+@contextmanager
+def _open_url(url: str, timeout: float) -> Iterator[tuple[BinaryIO, int | None]]:
+    """The stream of `url` and its length, if known. A local file:// URL is opened by the bytes its
+    `%XX` spell: urllib decodes them as UTF-8, so a file name that is not UTF-8 would name no file."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost") and os.name == "posix":
+        with open(os.fsdecode(urllib.parse.unquote_to_bytes(parts.path)), "rb") as f:
+            yield f, os.fstat(f.fileno()).st_size
+        return
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        yield response, _content_length(response.headers.get("Content-Length"))
 
 
 def _content_length(value: str | None) -> int | None:
@@ -182,9 +204,29 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Member:
     if stat.S_ISLNK(info.external_attr >> 16):
         with zf.open(info) as f:
             target = f.read(LINK_TEXT_MAX).decode("utf-8", "replace")
-        return Member(info.filename, "symbolic link", 0, target)
+        return Member(_zip_name(info), "symbolic link", 0, target)
     kind = "folder" if _posix(info.filename).endswith("/") else "file"
-    return Member(info.filename, kind, info.file_size)
+    return Member(_zip_name(info), kind, info.file_size)
+
+
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """The member's name (see the module's docstring); zipfile itself reads every unflagged name as CP437."""
+    if info.flag_bits & ZIP_UTF8_FLAG:
+        return info.filename
+    stored = info.filename.encode("cp437")  # zipfile's decoding, undone: CP437 maps each byte to one character
+    extra = info.extra
+    while len(extra) >= 4:
+        tag, size = struct.unpack("<HH", extra[:4])
+        field = extra[4 : 4 + size]
+        # version 1, and the crc32 of the stored name: else the name changed after the field was written
+        if tag == ZIP_UNICODE_PATH and field[:1] == b"\x01" and field[1:5] == struct.pack("<L", zlib.crc32(stored)):
+            stored = field[5:]  # UTF-8 by definition; not valid UTF-8 falls through to CP437 below
+            break
+        extra = extra[4 + size :]
+    try:
+        return stored.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
 
 
 def _write_zip_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from imgpipe.data.labelsets import label_columns, positive_labels
-from imgpipe.data.readers import list_images, open_image
+from imgpipe.data.readers import escape_name, list_images, open_image, unsafe_in_tables
 from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 from imgpipe.errors import UserError
 from imgpipe.data.pictures import sample_sheet
@@ -148,6 +148,12 @@ def labelled_images(raw: Path) -> list[tuple[str, dict]]:
     sources_file = raw / SOURCES_FILE
     if not sources_file.is_file():  # class folders written by hand: every image its own group
         paths = [p.relative_to(raw).as_posix() for p in list_images(raw)]
+        for path in paths:  # the manifest names each file as it is on disk: only names a table can hold
+            if unsafe_in_tables(path):
+                raise UserError(
+                    f"{raw}: the name '{escape_name(path)}' (escaped) is not UTF-8 or holds a control character, which "
+                    "the manifest cannot hold; run the download stage on that folder, which copies it under the escaped name"
+                )
         return [(p, {LABEL: p.split("/")[0], "group": p, SPLIT_ON_DISK: ""}) for p in paths]
     table = pd.read_csv(sources_file, dtype=str, keep_default_na=False)
     return [

@@ -12,7 +12,9 @@ whose extension is not an image's is matched with it). It holds exactly one of t
   sequences differ in length, the shorter ones end in `p<i>=blank`.
 
 Images anywhere below the source are read; a file whose name does not match is skipped and
-reported, and none matching is an error. The source is only read.
+reported, and none matching is an error. The source is only read. The pattern sees a name as the
+tables write it (`imgpipe.data.readers.escape_name`: a byte that is not UTF-8 reads `%E9`), so
+what it matches is what the report shows, and a label it takes is a name already escaped.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.ingest import Image, Report, inspect_file, list_files, split_folders
+from imgpipe.data.ingest import Image, Report, inspect_file, list_files, source_name, split_folders
 from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import IMAGE_EXTENSIONS, junk_reason
 from imgpipe.errors import UserError
@@ -74,10 +76,10 @@ def scan_named_images(root: Path, pattern: re.Pattern[str], report: Report) -> l
     splits = split_folders(root)
     found: list[tuple[Image, str]] = []
     for path in progress(list_files(root), desc="check images"):
-        origin = path.relative_to(root).as_posix()
+        origin = source_name(path, root)
         parts = PurePosixPath(origin).parts
         split = splits.get(parts[0], "") if len(parts) > 1 else ""
-        match = pattern.fullmatch(matched_name(path.name))
+        match = pattern.fullmatch(matched_name(parts[-1]))
         if reason := junk_reason(origin):
             report.skip(origin, reason)
         elif splits and not split:

@@ -8,9 +8,14 @@ It decides, and reports in `metrics/download/report.json` (totals in `metrics.js
 - the class of each image (its folder below the dataset root, or below `train/`, `val/`, `test/`
   folders when the dataset ships already split; the on-disk split is recorded);
 - byte-identical duplicates, which get one `group` so the split stage keeps them together, and
-  which are flagged when their labels disagree;
+  which are flagged when their labels disagree (the copies leave their groups for one of their
+  own; the groups they came from are not merged, so blank images repeated across 60 groups stay
+  together without chaining those groups into one);
 - which images decode from a mode other than L/RGB (palette, alpha, CMYK, 16-bit) and are
-  converted by `imgpipe.data.readers` whenever they are read.
+  converted by `imgpipe.data.readers` whenever they are read;
+- how each name is written: `imgpipe.data.readers.escape_name`, so a name that is not UTF-8 or
+  holds a tab or newline is copied as `caf%E9.png` and recorded so in every table and the report
+  (`origin` gives the name back with `unescape_name`; the copies are read from the real names).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -37,9 +42,12 @@ from imgpipe.data.readers import (
     IMAGE_EXTENSIONS,
     ImageInfo,
     UnreadableImage,
+    escape_name,
     inspect_image,
     is_image_file,
     junk_reason,
+    unescape_name,
+    unsafe_in_tables,
 )
 from imgpipe.errors import UserError
 from imgpipe.layout import (
@@ -66,7 +74,7 @@ FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "B
 class Image:
     """One usable image of the source."""
 
-    origin: str  # path relative to the source root, as the user named it
+    origin: str  # path relative to the source root, as the user named it (`escape_name`d)
     dest: str  # path relative to the download stage's output
     info: ImageInfo
     digest: str  # sha256 of the file's bytes
@@ -87,6 +95,7 @@ class Report:
     converted: dict[str, list[str]] = field(default_factory=dict)  # file mode -> files
     repaired: list[dict[str, str]] = field(default_factory=list)  # {"file", "repair"}
     renamed: list[dict[str, str]] = field(default_factory=list)  # {"file", "to"}: extension from content
+    escaped: list[str] = field(default_factory=list)  # images whose names `escape_name` changed
     splits_on_disk: dict[str, int] | None = None  # images per on-disk split folder
     notes: list[str] = field(default_factory=list)  # annotation-file anomalies
 
@@ -108,7 +117,7 @@ class Report:
 
     def as_json(self) -> dict:
         return {
-            "source": self.source,
+            "source": shown(self.source),
             "images": self.images,
             self.unit: self.counts,
             "skipped_files": len(self.skipped),
@@ -122,7 +131,8 @@ class Report:
             "converted_examples": {mode: files[:EXAMPLES] for mode, files in sorted(self.converted.items())},
             "repaired": self.repaired,
             "renamed": self.renamed,
-            "notes": self.notes,
+            "escaped": self.escaped,
+            "notes": [shown(note) for note in self.notes],
         }
 
     def metrics(self) -> dict[str, int]:
@@ -140,8 +150,8 @@ class Report:
 
     def write(self, folder: Path) -> None:
         """`report.json` (everything) and `metrics.json` (the totals) into `folder`."""
-        (folder / REPORT_FILE).write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n")
-        (folder / METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2) + "\n")
+        (folder / REPORT_FILE).write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+        (folder / METRICS_FILE).write_text(json.dumps(self.metrics(), indent=2) + "\n", "utf-8")
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -158,9 +168,17 @@ class Report:
             parts.append(f"repaired {len(self.repaired)}")
         if self.renamed:
             parts.append(f"renamed {len(self.renamed)} (extension from content)")
+        if self.escaped:
+            parts.append(f"escaped {len(self.escaped)} names (not UTF-8, a control character or %XX)")
         if self.splits_on_disk:
             parts.append("split on disk " + "/".join(f"{s} {n}" for s, n in self.splits_on_disk.items()))
         return "; ".join(parts)
+
+
+def shown(text: str) -> str:
+    """A message or `data.source` for the report: as it is, or `escape_name`d when it holds what
+    the JSON file cannot (a `--data` path that is not UTF-8)."""
+    return escape_name(text) if unsafe_in_tables(text) else text
 
 
 def split_folders(root: Path) -> dict[str, str]:
@@ -191,7 +209,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
         for d in sorted(top.iterdir()):
             where = d.relative_to(root).as_posix()
             if d.is_dir() and not _is_junk_folder(where):
-                class_dirs.setdefault(d.name, where)
+                class_dirs.setdefault(escape_name(d.name), escape_name(where))
     if not class_dirs:
         loose = sum(is_image_file(p) and junk_reason(p.name) is None for p in root.iterdir())
         raise UserError(
@@ -200,7 +218,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
         )
     images: list[Image] = []
     for path in progress(list_files(root), desc="check images"):
-        origin = path.relative_to(root).as_posix()
+        origin = source_name(path, root)
         parts = PurePosixPath(origin).parts
         split = splits.get(parts[0], "")
         inner = parts[1:] if split else parts  # below the split folder: <class>/...
@@ -218,7 +236,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
     for name, where in class_dirs.items():
         if name not in labels:
             raise UserError(
-                f"data.source: class folder '{root / where}' has no usable images "
+                f"data.source: class folder '{root}/{where}' has no usable images "
                 "(the download report lists what was skipped); add images or remove the folder"
             )
     if splits:
@@ -244,8 +262,8 @@ def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
     """Drop the multi-label table's rows whose image is unusable; add `origin` (the path in the
     source), `digest` and `info` columns."""
     keep, digests, infos = [], [], []
-    for path in progress(table["path"], desc="check images"):
-        found = inspect_file(root / path, path, report)
+    for path in progress(table["path"], desc="check images"):  # `escape_name`d, as labelfiles reads them
+        found = inspect_file(root / unescape_name(path), path, report)
         keep.append(found is not None)
         if found:
             infos.append(found[0])
@@ -258,6 +276,16 @@ def scan_table(root: Path, table: pd.DataFrame, report: Report) -> pd.DataFrame:
 
 def list_files(top: Path) -> list[Path]:
     return sorted(p for p in top.rglob("*") if p.is_file())
+
+
+def source_name(path: Path, root: Path) -> str:
+    """`path` relative to `root`, as tables and the report name it (`escape_name`)."""
+    return escape_name(path.relative_to(root).as_posix())
+
+
+def escaped_names(origins: Iterable[str]) -> list[str]:
+    """The names among `origins` that `escape_name` changed (the report lists them)."""
+    return [origin for origin in origins if unescape_name(origin) != origin]
 
 
 def _is_junk_folder(relative_path: str) -> bool:
@@ -297,6 +325,22 @@ def duplicate_sets(digests: Iterable[str]) -> list[list[int]]:
     return [members for members in seen.values() if len(members) > 1]
 
 
+def group_duplicates(groups: Sequence[str], sets: Iterable[list[int]], names: Sequence[str]) -> list[str]:
+    """`groups` with each duplicate set in one group: its members' own, or `names[first member]`.
+
+    A set whose members already share a group stays there. A set spanning several groups moves, as
+    a whole, into a group of its own named after its first member, and the groups it came from are
+    left as they were: merging them instead chains every group that holds one copy of a common
+    image (a blank, a placeholder) into one, and the split has nothing left to divide.
+    """
+    out = list(groups)
+    for members in sets:
+        if len({groups[i] for i in members}) > 1:
+            for i in members:
+                out[i] = names[members[0]]
+    return out
+
+
 def keep_first_per_class(images: list[Image], limit: int) -> list[Image]:
     """The first `limit` images of each class in output-path order (`data.limit`)."""
     by_class: dict[str, list[Image]] = defaultdict(list)
@@ -308,14 +352,14 @@ def keep_first_per_class(images: list[Image], limit: int) -> list[Image]:
 def write_class_folders(root: Path, images: list[Image], out: Path, report: Report) -> None:
     """Copy the images to `out/<class>/...` and write `sources.csv` (origin, group, on-disk split)."""
     images = _renamed(images, report)
-    groups = [image.dest for image in images]
-    for members in duplicate_sets(image.digest for image in images):
+    sets = duplicate_sets(image.digest for image in images)
+    for members in sets:
         labels = [images[i].label for i in members]
         report.duplicates.append(
             {"files": [images[i].origin for i in members], "labels": labels, "conflict": len(set(labels)) > 1}
         )
-        for i in members:
-            groups[i] = images[members[0]].dest
+    dests = [image.dest for image in images]
+    groups = group_duplicates(dests, sets, dests)  # each image is its own group until then
     copy_files(root, [(image.origin, image.dest) for image in images], out)
     pd.DataFrame(
         {
@@ -326,16 +370,18 @@ def write_class_folders(root: Path, images: list[Image], out: Path, report: Repo
         }
     ).to_csv(out / SOURCES_FILE, index=False)
     counts = Counter(image.label for image in images)
+    report.escaped = escaped_names(image.origin for image in images)
     report.images = len(images)
     report.counts = {name: counts[name] for name in natural_sorted(list(counts))}
 
 
 def copy_files(root: Path, pairs: list[tuple[str, str]], out: Path) -> None:
-    """Copy each (path in `root`, path in `out`) byte for byte; the source is only read."""
+    """Copy each (path in `root`, path in `out`) byte for byte; the source is only read. Both are
+    `escape_name`d: the copy keeps the escaped name, the original is read by its real one."""
     for origin, dest in progress(pairs, desc="copy"):
         target = out / dest
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / origin, target)
+        shutil.copyfile(root / unescape_name(origin), target)
 
 
 def _renamed(images: list[Image], report: Report) -> list[Image]:
@@ -359,22 +405,22 @@ def _renamed(images: list[Image], report: Report) -> list[Image]:
 def write_table(root: Path, table: pd.DataFrame, out: Path, report: Report) -> None:
     """Copy a multi-label table's images (`origin` in `root`) to `out/images/<path>` and write `labels.csv`.
 
-    Byte-identical images share a group (the first one's), so they land in one split.
+    Byte-identical images share a group (`group_duplicates`), so they land in one split.
     """
     names = label_names(table)
-    groups = table["group"].to_numpy(dtype=object).copy()
     targets = label_matrix(table)
-    for members in duplicate_sets(table["digest"]):
+    sets = duplicate_sets(table["digest"])
+    for members in sets:
         conflict = len({targets[i].tobytes() for i in members}) > 1
         labels = [" ".join(n for n, on in zip(names, targets[i], strict=True) if on) for i in members]
         report.duplicates.append({"files": table["origin"].iloc[members].tolist(), "labels": labels, "conflict": conflict})
-        merged = set(groups[members])
-        groups[np.isin(groups, list(merged))] = groups[members[0]]
+    groups = group_duplicates(table["group"].tolist(), sets, table["path"].tolist())
     dests = [with_content_suffix(p, info) for p, info in zip(table["path"], table["info"], strict=True)]
     report.renamed += [{"file": o, "to": d} for o, p, d in zip(table["origin"], table["path"], dests, strict=True) if d != p]
     copy_files(root, [(o, f"{IMAGES_DIR}/{d}") for o, d in zip(table["origin"], dests, strict=True)], out)
     result = make_table([f"{IMAGES_DIR}/{d}" for d in dests], names, targets, [f"{IMAGES_DIR}/{g}" for g in groups])
     result.to_csv(out / LABELS_FILE, index=False)
+    report.escaped = escaped_names(table["origin"])
     report.images = len(result)
     report.multilabel = True
     report.counts = dict(zip(names, targets.sum(axis=0).tolist(), strict=True))

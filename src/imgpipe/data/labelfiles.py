@@ -9,7 +9,9 @@ Three annotation formats, all normalised to `imgpipe.data.labelsets.make_table`:
    images that no file lists are all-negative examples.
 
 Image names may carry or lack the extension and may be a path relative to the source or a bare file
-name. Anomalies that do not stop the run (rows naming missing images, images no row names, duplicate
+name, as the file system has it or as the tables write it (`imgpipe.data.readers.escape_name`:
+`caf%E9.png` for a name that is not UTF-8; the table's paths are the escaped ones). Anomalies
+that do not stop the run (rows naming missing images, images no row names, duplicate
 rows) come back as report lines; anything that makes the labels untrustworthy is a one-line UserError.
 """
 
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from imgpipe.data.labelsets import make_table, natural_sorted
-from imgpipe.data.readers import list_images
+from imgpipe.data.readers import escape_name, list_images
 from imgpipe.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -70,7 +72,7 @@ def read_label_source(
         raise UserError(f"data.source: folder '{source}' does not exist")
     ann = resolve_annotations(source, annotations)
     images = [p for p in list_images(source) if p != ann and ann not in p.parents]
-    index = ImageIndex(p.relative_to(source).as_posix() for p in images)
+    index = ImageIndex(escape_name(p.relative_to(source).as_posix()) for p in images)
     if not index.paths:
         raise UserError(f"data.source '{source}': no images found beside the annotations '{ann.name}'; add images")
     if ann.is_dir():
@@ -95,7 +97,8 @@ def resolve_annotations(source: Path, annotations: str | None) -> Path:
 
 
 class ImageIndex:
-    """Resolves the ids an annotation file writes to image paths relative to the source."""
+    """Resolves the ids an annotation file writes to image paths relative to the source, as
+    `escape_name` writes them."""
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths = sorted(paths)
@@ -110,9 +113,10 @@ class ImageIndex:
     def lookup(self, image_id: str) -> list[str]:
         """[] when no image matches, [path] when one does, several paths when the id is ambiguous."""
         key = image_id.strip().replace("\\", "/").removeprefix("./")
-        for level in self.levels:
-            if key in level:
-                return level[key]
+        for candidate in dict.fromkeys((key, escape_name(key))):  # `caf%E9.png` as written, then `100%41.png`
+            for level in self.levels:
+                if candidate in level:
+                    return level[candidate]
         return []
 
 
@@ -180,16 +184,16 @@ def _read_folder_source(folder: Path, index: ImageIndex) -> tuple[pd.DataFrame, 
     rows: Rows = []
     for file in files:
         lines = _read_text(file).splitlines()
-        rows += [(line.strip(), {file.stem}) for line in lines if line.strip()]
+        rows += [(line.strip(), {escape_name(file.stem)}) for line in lines if line.strip()]
     if not rows:
         raise UserError(f"annotation folder {folder}: every .txt file is empty; list image ids, one per line")
     matched, report = _match_rows(rows, index, f"annotation folder {folder}", merge_note=False)
-    others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p not in files)
+    others = sorted(escape_name(p.name) for p in folder.iterdir() if not p.name.startswith(".") and p not in files)
     if others:
         report.append(f"annotation folder {folder}: non-.txt entries ignored: {_preview(others)}")
     for path in index.paths:  # images no file lists are valid all-negative examples
         matched.setdefault(path, set())
-    return _build_table(matched, _sorted_labels(f.stem for f in files)), report
+    return _build_table(matched, _sorted_labels(escape_name(f.stem) for f in files)), report
 
 
 def _read_text(path: Path) -> str:

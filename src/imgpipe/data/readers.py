@@ -9,8 +9,11 @@ with `UnreadableImage` and a short reason, instead of a Pillow traceback or sile
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
+import unicodedata
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -92,6 +95,51 @@ def junk_reason(relative_path: str) -> str | None:
     return None
 
 
+# --- file names in tables ----------------------------------------------------------------------
+# Linux allows any bytes but `/` and NUL in a name, and archives made on Windows or old macOS carry
+# Latin-1 or CP437 ones; Python reads the bytes that are not UTF-8 as lone surrogates, which no
+# UTF-8 table can hold, and a tab or newline in a name breaks the lines of a TSV. So every name a
+# stage writes, into a table or as a file of its own output, is `escape_name`d: one rule for
+# data/raw, every CSV, TSV and JSON and the shard members, reversed by `unescape_name`.
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CONTROL = frozenset({"Cc", "Zl", "Zp", "Cs"})  # C0, DEL and C1 controls, line/paragraph separators, surrogates
+
+
+def escape_name(name: str) -> str:
+    """`name` (a path as Python reads it from the file system) as the stages write it.
+
+    Percent-encoding, per byte: a byte that is not UTF-8 becomes `%XX` (`caf%E9.png`), and so
+    does each byte of a control character (tab `%09`, newline `%0A`, DEL, C1, U+2028); a `%`
+    followed by two hex digits becomes `%25`, so the escape is reversible. Everything else stays
+    as it is: unicode, spaces, quotes, commas, leading dashes, a `%` not followed by two hex digits.
+    """
+    if name.isprintable() and "%" not in name:  # the usual name: nothing to do
+        return name
+    out = []
+    for i, ch in enumerate(name):
+        if "\udc80" <= ch <= "\udcff":  # os.fsdecode's surrogateescape: one undecodable byte
+            out.append(f"%{ord(ch) - 0xDC00:02X}")
+        elif unicodedata.category(ch) in _CONTROL:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")))
+        elif ch == "%" and name[i + 1 : i + 2] in _HEX and name[i + 2 : i + 3] in _HEX:
+            out.append("%25")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unsafe_in_tables(name: str) -> bool:
+    """Whether `name` holds what a UTF-8 table cannot (bytes that are not UTF-8) or what breaks its
+    lines (a control character): what `escape_name` must change, `%` aside."""
+    return not name.isprintable() and any(unicodedata.category(ch) in _CONTROL for ch in name)
+
+
+def unescape_name(text: str) -> str:
+    """The name `escape_name` was given: `os.fsdecode(urllib.parse.unquote_to_bytes(text))`."""
+    return os.fsdecode(urllib.parse.unquote_to_bytes(text))
+
+
 def inspect_image(path: Path) -> ImageInfo:
     """Identify `path` by content and check that it decodes completely, cheaply.
 
@@ -118,6 +166,12 @@ class Readable(Protocol):
     """A file, or part of one (`imgpipe.data.shards.Member`); str() names it in messages."""
 
     def read_bytes(self) -> bytes: ...
+
+
+def shown_path(path: Readable) -> str:
+    """How rows and messages name an image: a file (a Path, maybe the user's) `escape_name`d; an
+    image the pipeline wrote (`imgpipe.data.shards.Member`, named by escaped names) as it is."""
+    return escape_name(str(path)) if isinstance(path, Path) else str(path)
 
 
 def load_pixels(path: Readable, size: int, channels: int) -> np.ndarray:

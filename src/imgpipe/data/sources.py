@@ -34,6 +34,7 @@ from imgpipe.data.ingest import (
     keep_first_per_class,
     list_files,
     scan_class_folders,
+    source_name,
     scan_table,
     write_class_folders,
     write_files_list,
@@ -226,7 +227,7 @@ def skip_unlisted(src: Path, listed: set[str], annotations: Path, report: Report
     """Report every file beside the annotations that is not one of the `listed` images: OS junk
     (`._x.jpg`), files that are not images, and images no annotation names."""
     for path in list_files(src):
-        origin = path.relative_to(src).as_posix()
+        origin = source_name(path, src)  # as `listed` names it
         if origin in listed or path == annotations or annotations in path.parents:
             continue
         if reason := junk_reason(origin):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imgpipe.data.readers import Readable, load_pixels
+from imgpipe.data.readers import Readable, load_pixels, shown_path
 from imgpipe.data.shards import Member
 from imgpipe.errors import UserError
 from imgpipe.layout import SHARDS_DIR
@@ -52,9 +52,9 @@ def load_images(
         try:
             return load_pixels(path, size, channels)
         except FileNotFoundError:
-            raise UserError(f"{path}: image not found; rerun the earlier stages (dvc repro)") from None
+            raise UserError(f"{shown_path(path)}: image not found; rerun the earlier stages (dvc repro)") from None
         except OSError as err:
-            raise UserError(f"{path}: cannot read image ({err})") from None
+            raise UserError(f"{shown_path(path)}: cannot read image ({err})") from None
 
     workers = min(os.cpu_count() or 1, 8) if len(paths) >= DECODE_CHUNK else 1
     with ThreadPoolExecutor(workers) as pool, progress(None, desc=desc, total=len(paths)) as bar:
