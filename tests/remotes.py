@@ -3,10 +3,13 @@
 `s3_server()` starts moto's `ThreadedMotoServer` on 127.0.0.1 and a free port and stops it on
 exit; `S3.add_remote` configures a repository the way README tells a team to (the URL and
 endpoint in the committed `.dvc/config`, credentials in `.dvc/config.local`).
+`tree_md5` and `assert_up_to_date` check what a pull brought, for any remote (tests/sshd.py has
+the SSH server).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import run
+from helpers import dvc_json, run
 
 REVIEWER_PULL = ["pull", "models/model.pt", "predictions/predictions.tsv"]  # README's `dvc pull` for a reviewer
 KEY_ID = SECRET = "testing"  # moto accepts any credentials; these never leave the machine
@@ -100,3 +103,18 @@ def s3_server() -> Iterator[S3]:
         yield S3(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+def tree_md5(root: Path) -> dict[str, str]:
+    """The md5 of every file under `root`, by path: equal for two byte-identical trees."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def assert_up_to_date(repo: Path) -> None:
+    """`dvc status` clean and `dvc repro` runs no stage: nothing is recomputed after a pull."""
+    assert dvc_json(repo, "status") == {}
+    out = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in out, out
