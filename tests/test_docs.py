@@ -120,7 +120,7 @@ def set_params(argv: list[str]) -> list[str]:
     """The params keys of every `-S key=value` (also `--set-param`, bench's `--set`), without
     Hydra's `+`, `++` or `~` prefix; keys of another params file than params.yaml are left out."""
     keys = []
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in zip(argv, argv[1:], strict=False):
         if flag in ("-S", "--set-param", "--set") and "=" in value:
             file, _, key = value.split("=", 1)[0].rpartition(":")
             if file in ("", "params.yaml"):
@@ -350,9 +350,8 @@ def link_problems(page: Path, text: str) -> list[tuple[int, str, str]]:
         if path and not file.exists():
             found.append((line, target, "no such file"))
             continue
-        if anchor and (not path or file.suffix == ".md"):
-            if anchor not in anchors(file.read_text() if path else text):
-                found.append((line, target, f"no heading #{anchor} in {path or 'this page'}"))
+        if anchor and (not path or file.suffix == ".md") and anchor not in anchors(file.read_text() if path else text):
+            found.append((line, target, f"no heading #{anchor} in {path or 'this page'}"))
     return found
 
 

@@ -36,34 +36,31 @@ class Boom(Exception):
 
 
 def test_body_error_leaves_previous_target_and_no_temp_folder(previous):
-    with pytest.raises(Boom):
-        with atomic_dir(previous) as tmp:
-            assert tmp.parent == previous.parent
-            assert tmp != previous
-            assert list(tmp.iterdir()) == []
-            (tmp / "a.txt").write_text("new a")
-            (tmp / "half").mkdir()
-            raise Boom("stage failed half way")
+    with pytest.raises(Boom), atomic_dir(previous) as tmp:
+        assert tmp.parent == previous.parent
+        assert tmp != previous
+        assert list(tmp.iterdir()) == []
+        (tmp / "a.txt").write_text("new a")
+        (tmp / "half").mkdir()
+        raise Boom("stage failed half way")
     assert tree(previous) == {"a.txt": b"old a", "sub/b.txt": b"old b"}
     assert not tmp.exists()
     assert siblings(previous) == ["out"]
 
 
 def test_keyboard_interrupt_also_cleans_up(previous):
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_dir(previous) as tmp:
-            (tmp / "x").write_text("partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_dir(previous) as tmp:
+        (tmp / "x").write_text("partial")
+        raise KeyboardInterrupt
     assert tree(previous) == {"a.txt": b"old a", "sub/b.txt": b"old b"}
     assert siblings(previous) == ["out"]
 
 
 def test_body_error_without_previous_target_creates_nothing(tmp_path):
     target = tmp_path / "nested" / "out"
-    with pytest.raises(Boom):
-        with atomic_dir(target) as tmp:
-            (tmp / "x").write_text("partial")
-            raise Boom
+    with pytest.raises(Boom), atomic_dir(target) as tmp:
+        (tmp / "x").write_text("partial")
+        raise Boom
     assert not target.exists()
     assert not target.parent.exists()  # the folder made for it is gone too
 
@@ -119,10 +116,9 @@ def test_atomic_file_success_and_failure(tmp_path):
     with atomic_file(target) as tmp:
         tmp.write_text("v1")
     assert target.read_text() == "v1"
-    with pytest.raises(Boom):
-        with atomic_file(target) as tmp:
-            tmp.write_text("v2 half")
-            raise Boom
+    with pytest.raises(Boom), atomic_file(target) as tmp:
+        tmp.write_text("v2 half")
+        raise Boom
     assert target.read_text() == "v1"
     assert siblings(target) == ["file.csv"]
 
@@ -156,10 +152,9 @@ def test_staged_outputs_replace_all_targets_together(tmp_path):
 def test_staged_outputs_failure_keeps_every_old_output(tmp_path):
     with staged_outputs() as staged:
         write_set(staged, tmp_path, "old")
-    with pytest.raises(Boom):
-        with staged_outputs() as staged:
-            write_set(staged, tmp_path, "new")
-            raise Boom
+    with pytest.raises(Boom), staged_outputs() as staged:
+        write_set(staged, tmp_path, "new")
+        raise Boom
     assert versions(tmp_path) == ["old", "old", "old"]
     assert sorted(p.name for p in tmp_path.rglob(".*")) == []
 
@@ -186,9 +181,8 @@ def test_a_kill_during_commit_never_leaves_a_complete_mix(tmp_path, monkeypatch,
         real_replace(src, dst)
 
     monkeypatch.setattr(outputs.os, "replace", replace)
-    with pytest.raises(Killed):
-        with staged_outputs() as staged:
-            write_set(staged, tmp_path, "new")
+    with pytest.raises(Killed), staged_outputs() as staged:
+        write_set(staged, tmp_path, "new")
     now = versions(tmp_path)
     assert now == ["old"] * 3 or None in now, now
     assert not ({"old", "new"} <= set(now)) or None in now

@@ -57,7 +57,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
     except pickle.UnpicklingError:
         # weights_only refuses pickled code: the file was not written by imgpipe.
         raise UserError(f"{path}: not a loadable imgpipe model file (it needs pickle, refused for safety); retrain it") from None
-    except Exception as err:  # torch.load raises many types on garbage bytes
+    except Exception as err:  # noqa: BLE001  torch.load raises many types on garbage bytes
         raise UserError(f"{path}: not a loadable imgpipe model file ({type(err).__name__}); retrain it") from None
     required = ["model", "classes", "image_size", "channels", "mean", "std", "state_dict"]
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_VERSIONS or not set(required) <= set(payload):

@@ -85,7 +85,7 @@ def check_loads(url: str, staged: Path, path: Path) -> None:
     """A downloaded file without a hash in its name must at least load: a cut-off or HTML file does not."""
     try:
         torch.load(staged, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on files it cannot read
+    except Exception as err:  # noqa: BLE001  torch.load raises many types on files it cannot read
         raise UserError(
             f"train.pretrained: the file downloaded from {url} is cut off or not a state-dict file "
             f"({type(err).__name__}); nothing was kept in {path.parent}; rerun to download it again"
@@ -113,7 +113,7 @@ def load_pretrained(name: str, source: str, num_classes: int, image_size: int, m
     path = pretrained_file(name, source)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on files it cannot read
+    except Exception as err:  # noqa: BLE001  torch.load raises many types on files it cannot read
         again = "; delete it and rerun to download it again" if source == "imagenet" else ""
         raise UserError(f"train.pretrained: '{path}' is not a weights-only state-dict file ({type(err).__name__}){again}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -131,7 +131,7 @@ def load_payload(path: Path, run_id: str) -> dict | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a state file cut short by a crash is no use: start over
+    except Exception:  # noqa: BLE001  a state file cut short by a crash is no use: start over
         return None
     if not isinstance(payload, dict) or payload.get("fingerprint") != run_id:
         return None

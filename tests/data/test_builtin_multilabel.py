@@ -191,7 +191,7 @@ def test_multidigit_layout_stays_on_the_canvas_left_to_right(digit_classes):
         assert len({p.instance for p in placements}) == len(placements)
         for p in placements:
             assert 10 <= p.width <= 12 and 14 <= p.height <= 18
-            assert 0 <= p.y and p.y + p.height <= 64 and abs(p.y + p.height / 2 - 32) <= 7
+            assert p.y >= 0 and p.y + p.height <= 64 and abs(p.y + p.height / 2 - 32) <= 7
         for left, right in itertools.pairwise(placements):
             assert 0 <= right.x - (left.x + left.width) <= 1
         assert 0 <= placements[0].x <= MAX_LEFT_MARGIN and placements[-1].x + placements[-1].width <= 64
