@@ -1,12 +1,12 @@
-"""End to end: the real `dvc` CLI runs the six stages in a temporary git repo on tiny data."""
+"""End to end: the real `dvc` CLI runs the six stages in a temporary git repo on tiny data.
+(Queued experiments, the longest check, are in tests/test_pipeline_queue.py, so `make test` runs
+the two files on two processes.)"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import command_env, copy_project, run, stage
+from helpers import copy_project, run, stage_in_process
 from imgpipe.outcomes import loads
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
@@ -109,7 +109,7 @@ def test_outputs_are_hard_links_into_the_cache(project: Path, committed_run):
 def test_rerun_over_read_only_linked_outputs(project: Path):
     old_objects = [c for _, c in cached_files(project, "data/augmented")]
     # By hand, the stage moves the read-only links aside and deletes them (imgpipe.outputs).
-    stage("augment", cwd=project, check=True)
+    stage_in_process("augment", cwd=project, check=True)
     assert_cache_intact(old_objects)
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."
     # Through DVC after a param change: new outputs are linked too, old cache objects untouched.
@@ -149,36 +149,6 @@ def walk(node):
     if isinstance(node, list):
         for child in node:
             yield from walk(child)
-
-
-def test_queued_model_experiments_rerun_only_model_stages_at_once_and_each_lands(project: Path):
-    """`-S model=dummy,mlp` queues one experiment per model (the committed run is cnn); two workers
-    run them side by side, each reruns only train, evaluate and predict (the data stages are
-    unchanged), and each lands in `dvc exp show` with its model and metrics."""
-    run(["dvc", "exp", "run", "--queue", "-S", "model=dummy,mlp"], project)
-    # The workers outlive `dvc queue start` and hold its stdout: do not wait for that to close.
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, env=command_env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen, deadline = [], time.monotonic() + 300
-    while time.monotonic() < deadline:
-        seen.append(queue_status(project))
-        if len(seen[-1]) == 2 and all(s in ("Success", "Failed") for s in seen[-1].values()):
-            break
-        time.sleep(1)
-    run(["dvc", "queue", "stop", "--kill"], project, check=False)
-    logs = {task: run(["dvc", "queue", "logs", task], project, check=False).stdout for task in seen[-1]}
-    assert list(seen[-1].values()) == ["Success", "Success"], logs
-    assert any(list(s.values()) == ["Running", "Running"] for s in seen), seen  # both at once
-    assert all(ran(log) == {"train", "evaluate", "predict"} for log in logs.values()), logs
-
-    rows = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    models = {}
-    for exp in (e for r in rows for e in (r.get("experiments") or [])):
-        data = exp["revs"][0]["data"]
-        model = data["params"]["params.yaml"]["data"]["model"]
-        models[model] = data["metrics"]["metrics/evaluate/metrics.json"]["data"]
-    assert {"dummy", "mlp"} <= set(models), models
-    assert all({"accuracy", "f1_macro"} <= set(metrics) for metrics in models.values()), models
 
 
 def queue_status(repo: Path) -> dict[str, str]:
