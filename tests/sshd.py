@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import run
+from helpers import free_port, run
 
 SBIN = ("/usr/sbin", "/usr/local/sbin")  # where sshd lives, often not on a user's PATH
 PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; it refuses to start as root without it
@@ -72,12 +71,6 @@ def keygen(path: Path) -> Path:
     """A new ed25519 key pair without a passphrase: `path` and `path`.pub."""
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], path.parent)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_config(root: Path, port: int, host_key: Path, authorized: Path) -> Path:

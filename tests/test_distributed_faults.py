@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import BIN, REPO, command_env, copy_prepared, stage_in_process
+from helpers import BIN, REPO, command_env, copy_prepared, free_port, stage_in_process
 
 STATE = "models/.model.pt.resume/state.pt"
 
@@ -106,12 +105,6 @@ def test_ctrl_c_and_sigterm_stop_every_rank(prepared_shapes: Path, tmp_path: Pat
     assert stderr.strip() == "interrupted: outputs left unchanged"
     assert not (folder / "models/model.pt").exists() and saved_epoch(folder) >= 1
     assert all(not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text() for pid in ranks)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
