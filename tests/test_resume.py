@@ -86,3 +86,29 @@ def test_changed_params_start_over(prepared: Path, tmp_path: Path):
     result = run(stage("train"), folder)
     assert "resuming" not in result.stdout
     assert "epoch 1:" in result.stdout
+
+
+def test_state_written_at_the_best_epoch_holds_its_weights_once(tmp_path: Path):
+    """At the best epoch the payload's model is the best copy itself: torch.save writes those
+    tensors once, and loading gives the same weights under both keys."""
+    from types import SimpleNamespace
+
+    from imgpipe.resume import LoopState, save_state, state_payload
+    from imgpipe.training import cpu_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64))
+    optimizer = torch.optim.Adam(model.parameters())
+    fit = SimpleNamespace(
+        model=model, optimizer=optimizer, schedule=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0),
+        device=torch.device("cpu"), scaler=None,
+    )
+    sizes = {}
+    for name, best_epoch in [("best now", 2), ("best earlier", 1)]:
+        state = LoopState(epoch=2, best={"epoch": best_epoch, "val/loss": 0.5}, best_state=cpu_weights(model))
+        save_state(tmp_path / name, state_payload("run", state, fit, torch.Generator()))
+        sizes[name] = (tmp_path / name / "state.pt").stat().st_size
+        loaded = torch.load(tmp_path / name / "state.pt", weights_only=True)
+        assert all(torch.equal(loaded["model"][k], v) for k, v in model.state_dict().items())
+        assert all(torch.equal(loaded["best_state"][k], v) for k, v in model.state_dict().items())
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert sizes["best earlier"] - sizes["best now"] >= 0.9 * weights

@@ -37,11 +37,17 @@ class LoopState:
 def state_payload(run_id: str, state: LoopState, fit: Fit, generator: torch.Generator) -> dict:
     """Everything needed to continue after `state.epoch`, every tensor copied to the CPU, so
     training can go on while it is written (a copy takes milliseconds, the write a good part of
-    a second for a large model)."""
+    a second for a large model).
+
+    When `state.epoch` is the best epoch, its weights are `state.best_state`, copied at its end:
+    the payload shares those tensors instead of a second copy, and `torch.save` writes shared
+    tensors once (resnet18 with Adam: 134 MB instead of 179 MB, and a third less CPU time).
+    """
+    best_now = state.best_state is not None and state.best.get("epoch") == state.epoch
     return {
         **state.as_dict(),  # best_state is already a CPU copy, replaced (never changed) when the best moves
         "fingerprint": run_id,
-        "model": _cpu_copy(fit.model.state_dict()),
+        "model": state.best_state if best_now else _cpu_copy(fit.model.state_dict()),
         "optimizer": _cpu_copy(fit.optimizer.state_dict()),
         "schedule": copy.deepcopy(fit.schedule.state_dict()),
         "torch_rng": torch.get_rng_state(),

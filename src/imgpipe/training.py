@@ -342,6 +342,11 @@ def decode_splits(
     return loaded[0], loaded[1]
 
 
+def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s state on the CPU, which training goes on without changing."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 @torch.no_grad()
 def best_logits(fit: Fit, state: LoopState, data: LabelledImages) -> torch.Tensor:
     """The best epoch's logits on `data` (loads its weights into `fit.model`)."""
@@ -476,7 +481,7 @@ def run_epochs(
         state.bad_epochs = 0 if improved(val, state.best, params.monitor, tie_break=False) else state.bad_epochs + 1
         if improved(val, state.best, params.monitor):
             state.best = {"epoch": epoch, **val}
-            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in fit.model.state_dict().items()}
+            state.best_state = cpu_weights(fit.model)
         state.epoch = epoch
         live.make_summary()
         checkpoint(fit)
