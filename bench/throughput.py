@@ -17,25 +17,26 @@ Same model, batch size, optimizer (params.yaml's), loss and device for all three
 comes after a warm-up epoch. `--make N` writes N JPEGs of realistic photo content (bench/photos.py)
 under --work first. On CUDA the model runs as the train stage runs it (channels_last, AMP).
 
-`--end-to-end` then adds (d), the train stage itself on the same images:
+`--end-to-end` then adds (d), the train stage as a user waits for it, on the same images:
 
-    .venv/bin/python bench/throughput.py --make 1000 --model resnet18 --size 64 --channels 3 \\
-        --rounds 1 --skip-naive --end-to-end
+    .venv/bin/python bench/throughput.py --make 1000 --model resnet18 --size 64 --rounds 0 --end-to-end \
+        --e2e-repeats 5 --e2e-profile [--code before=/tmp/before --code after=.]
 
-The real data stages' functions (download, augment with no stored variants, split 0.8/0.1/0.1)
-write data/annotations.csv under --work, from a params.yaml there; then the real `training.train()`
-runs as stages/train.py runs it in one process, with train.epochs 1 and then 4, from scratch each
-time (after one warm-up run), --e2e-repeats pairs. (T4 - T1) / 3 is the stage's seconds per epoch
-without its one-time costs (decoding, building the model, writing the model file). It prints, per
-pair and as the median pair: stage per-epoch seconds; compute-only per-epoch seconds (the epoch's
-train steps on random tensors on the device plus validation's `predict_logits` over as many
-images, measured before the first pair and after every run, median); `end-to-end ratio = compute /
-stage`; and where a stage epoch goes, timed by wrapping the stage's own calls for these runs only:
-in the epoch loop the train epoch (`train_one_epoch`), validation (`validate`), copying the resume
-state to the CPU (`state_payload`), waiting for the previous epoch's state write
-(`StateWriter.save`) and everything else, and on the background thread the state write itself
-(`resume.save_state`, with the state file's size); then the load average, to judge how quiet the
-machine was.
+It makes a git + DVC project under --work per `--code` tree (default: this repository), from the
+tree's dvc.yaml, stages/ and src/ (run from there, on PYTHONPATH) and this repository's params.yaml
+with the photos as data.source, no stored variants (augment.rotations [], shear 0) and split
+0.8/0.1/0.1; `dvc repro split` runs the data stages once. Then, in --e2e-repeats interleaved
+rounds, it times `dvc repro --force -s train` with train.epochs 1 and 4 in each tree, from DVC's
+start to its end; (T4 - T1) / 3 is a stage epoch without its one-time costs (start-up, decoding,
+the model file, DVC's own work). After every stage run it times one compute-only epoch in this
+process: the epoch's train steps (`train_step`, same model, batch sizes and optimizer) on random
+tensors already on the device, plus validation's forward passes (`predict_logits`) over as many
+images. It prints each tree's seconds per epoch, `end-to-end ratio = compute / stage`, each tree's
+per-epoch ratio to the first tree's (round by round), and the load average. `--e2e-profile`
+then runs the train stage's command from dvc.yaml as `python -m cProfile stages/train.py ...`, with
+train.epochs 1 and 4 in each tree, and prints each part of an epoch (`PARTS`: train steps, batch
+gathering, validation, dvclive, the resume state, ...) as the longer run's seconds beyond the
+shorter's, per epoch. Nothing in the stage is patched or wrapped. `--rounds 0` skips (a)-(c).
 
 `--nproc-per-node 1,2` adds (e): `python stages/train.py` as DVC starts it, with each
 train.nproc_per_node (torchrun + DistributedDataParallel beyond 1), epochs 1 and 4 in interleaved
@@ -48,18 +49,19 @@ rounds: seconds per epoch, training images/s and the speed-up, end to end. On a 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import cProfile
 import dataclasses
-import functools
-import io
 import os
+import pstats
+import re
+import shlex
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from unittest import mock
 
 import torch
 import yaml
@@ -68,12 +70,8 @@ from torchvision import datasets, transforms
 
 from photos import make_photos
 
-from imgpipe import resume, training
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.augment import augment_dataset
 from imgpipe.data.readers import list_images
-from imgpipe.data.sources import LabelOptions, download
-from imgpipe.data.split import write_split
 from imgpipe.data.tensors import LabelledImages, load_images
 from imgpipe.inference import predict_logits
 from imgpipe.outputs import scratch_dir
@@ -104,6 +102,16 @@ def main() -> None:
           f"online augmentation crop_padding={args.crop_padding} flip={args.flip}, "
           f"{torch.get_num_threads()} torch threads")
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.rounds > 0:
+        loops(args, data, paths, labels, len(classes), train)
+    if args.end_to_end:
+        end_to_end(args, data, train)
+    if args.nproc_per_node:
+        processes(args, data, train)
+
+
+def loops(args, data: Path, paths: list[Path], labels: list[int], classes: int, train: TrainParams) -> None:
+    """(a), (b) and (c) on the images decoded once into a memory-mapped file."""
     with scratch_dir(args.work / "pixels") as cache:
         start = time.perf_counter()
         images = load_images(paths, args.size, args.channels, out=cache / "train.npy")
@@ -111,14 +119,10 @@ def main() -> None:
         print(f"decode once: {len(paths) / decode:.0f} images/s ({decode:.1f} s), memory-mapped file "
               f"{images.numel() / 2**20:.0f} MiB (what holding it in RAM would cost)")
         dataset = LabelledImages(images, torch.tensor(labels))
-        model = build_model(args.model, train, len(classes), args.channels, args.size)
+        model = build_model(args.model, train, classes, args.channels, args.size)
         fit = make_fit(args.model, model, train, True, dataset)
         print(f"device {fit.device}, amp {fit.amp}, channels_last {fit.channels_last}, compile {args.compile}")
         run(args, fit, dataset, data, MemoryWatch(cache / "train.npy"))
-    if args.end_to_end:
-        end_to_end(args, data, train)
-    if args.nproc_per_node:
-        processes(args, data, train)
 
 
 def run(args, fit: Fit, dataset: LabelledImages, data: Path, memory: MemoryWatch) -> None:
@@ -233,62 +237,106 @@ class MemoryWatch:
         self.peak_file = max(self.peak_file, rss)
 
 
-# --end-to-end: the train stage itself
+# --end-to-end: the train stage as DVC runs it
 
 STAGE_EPOCHS = (1, 4)  # train.epochs of the two stage runs; (T4 - T1) / 3 is one epoch without one-time costs
-# The stage's calls timed per call, by label: the module or class each is looked up in when it is
-# called (so patching that name reaches it), and its name there.
-TIMED = {
-    "train_one_epoch": (training, "train_one_epoch"),
-    "validate": (training, "validate"),
-    "state_payload": (training, "state_payload"),  # the resume state copied to the CPU, in the loop
-    "StateWriter.save": (resume.StateWriter, "save"),  # waits for the previous write, then starts this one
-    "save_state": (resume, "save_state"),  # the write itself, on StateWriter's background thread
-}
-IN_LOOP = ("train_one_epoch", "validate", "state_payload", "StateWriter.save")  # the epoch loop waits for these
-RAW, AUGMENTED, ANNOTATIONS = Path("data/raw"), Path("data/augmented"), Path("data/annotations.csv")  # stage defaults
+ANNOTATIONS = Path("data/annotations.csv")  # the split stage's output, as dvc.yaml names it
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc", "stages", "src")  # a pipeline, as a clone has it
+CODE_FILES = ("dvc.yaml", "stages", "src")  # what differs between the trees `--code` compares
+# Where a stage epoch goes: the stage's own calls, as cProfile records them on its main thread.
+# Each part is a function (the file it is defined in, its name) timed where it is called from its
+# parent (cProfile keeps each caller's share of a function's cumulative time), or from anywhere
+# for a parent of None; the indent nests parts inside the part above them. A generator's time
+# (`batches`) is its resumptions'.
+TRAINING, BATCHES, RESUME, LIVE = "imgpipe/training.py", "imgpipe/data/batches.py", "imgpipe/resume.py", "dvclive/live.py"
+PARTS = (
+    (0, "the epoch loop (run_epochs)", [((TRAINING, "run_epochs"), None)]),
+    (1, "train epoch (train_one_epoch)", [((TRAINING, "train_one_epoch"), (TRAINING, "run_epochs"))]),
+    (2, "train steps (train_step: forward, backward, optimizer)", [((TRAINING, "train_step"), (TRAINING, "train_one_epoch"))]),
+    (2, "batch gathering, online augmentation, normalisation", [
+        ((BATCHES, "batches"), None), ((BATCHES, "apply"), (TRAINING, "train_one_epoch")),
+        (("imgpipe/data/tensors.py", "to_model_input"), (TRAINING, "train_one_epoch"))]),
+    (2, "per-batch logging (on_batch: dvclive)", [((TRAINING, "on_batch"), (TRAINING, "train_one_epoch"))]),
+    (1, "validation (validate)", [((TRAINING, "validate"), None)]),  # called through torch.no_grad's wrapper
+    (1, "dvclive per-epoch metrics and summary", [((LIVE, "log_metric"), (TRAINING, "run_epochs")),
+                                                  ((LIVE, "make_summary"), (TRAINING, "run_epochs"))]),
+    (1, "best epoch's weights copied to the CPU (cpu_weights)", [((TRAINING, "cpu_weights"), (TRAINING, "run_epochs"))]),
+    (1, "resume state (checkpoint: state_payload, StateWriter.save)", [((TRAINING, "checkpoint"), (TRAINING, "run_epochs"))]),
+    (2, "copied to the CPU (state_payload)", [((RESUME, "state_payload"), (TRAINING, "checkpoint"))]),
+    (2, "waiting for the last epoch's write (StateWriter.save)", [((RESUME, "save"), (TRAINING, "checkpoint"))]),
+)
 
 
 def end_to_end(args, data: Path, train: TrainParams) -> None:
-    """The real train stage on the photos in `data`: its seconds per epoch against the compute-only
-    seconds of the same epoch, and where its epochs' time goes."""
+    """(d): the train stage's seconds per epoch as `dvc repro` runs it, for each `--code` tree,
+    against the compute-only seconds of the same epoch, rounds interleaved; then, with
+    `--e2e-profile`, where the stage's epochs go (cProfile over `python stages/train.py`)."""
     work = args.work / f"end-to-end-{data.name}"
     start = time.perf_counter()
-    params = prepare_stage(work, data, args, train)
-    table = read_annotations(work / ANNOTATIONS)
+    projects = prepare_projects(work, data, args, train, args.code or {"this-tree": REPO})
+    first = next(iter(projects.values()))
+    table = read_annotations(first / ANNOTATIONS)
     counts = table["split"].value_counts()
     n_train, n_val = int(counts.get("train", 0)), int(counts.get("val", 0))
-    print(f"\n(d) end to end: the train stage (training.train) in {work}; data stages (download, augment with "
-          f"no variants, split) took {time.perf_counter() - start:.1f} s: train {n_train}, val {n_val}, "
-          f"test {int(counts.get('test', 0))} images")
-    compute = ComputeOnly(params, n_train, n_val, len(task_of(table).classes))
-    compute.epoch()  # warm-ups: the first train() in a process pays one-time costs a later one does not
-    stage_run(work, params, STAGE_EPOCHS[0])
-    measured = [compute.epoch()]  # interleaved with the stage runs, so load on the machine hits both alike
-    pairs = []
-    for _ in range(args.e2e_repeats):
-        runs = []
-        for epochs in STAGE_EPOCHS:
-            runs.append(stage_run(work, params, epochs))
+    print(f"\n(d) end to end: `dvc repro --force -s train` in {work}/<tree> ({', '.join(projects)}); the data stages "
+          f"(dvc repro split: download, augment with no stored variants, split) took {time.perf_counter() - start:.1f} s: "
+          f"train {n_train}, val {n_val}, test {int(counts.get('test', 0))} images")
+    compute = ComputeOnly(load_params(first / "params.yaml"), n_train, n_val, len(task_of(table).classes))
+    compute.epoch()  # warm-ups: the compute-only model, and each tree's first stage run (page cache, imports)
+    for project in projects.values():
+        stage_seconds(project, STAGE_EPOCHS[0])
+    seconds: dict[tuple[str, int], list[float]] = {(label, e): [] for label in projects for e in STAGE_EPOCHS}
+    measured, loads, rounds = [compute.epoch()], [os.getloadavg()[0]], []
+    runs = [(label, e) for label in projects for e in STAGE_EPOCHS]
+    for r in range(args.e2e_repeats):
+        for label, epochs in runs if r % 2 == 0 else runs[::-1]:  # alternate the order: no run always goes first
+            seconds[label, epochs].append(stage_seconds(projects[label], epochs))
             measured.append(compute.epoch())
-        pairs.append(StagePair(*runs))
-    report_end_to_end(pairs, measured)
+        rounds.append(measured[-len(runs):])
+        loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}: " + "  ".join(f"{label} T{e} {seconds[label, e][-1]:.2f} s" for label, e in runs)
+              + f"; load average {loads[-1]:.2f}")
+    if args.e2e_repeats:
+        report_end_to_end(seconds, list(projects), measured, rounds, loads)
+    if args.e2e_profile:
+        for label, project in projects.items():
+            profile_stage(label, project, compute)
 
 
-def prepare_stage(work: Path, data: Path, args, train: TrainParams) -> Params:
-    """`work` as the data stages leave it (their default paths, data/annotations.csv last), run in
-    this process through the library functions stages/download.py, augment.py and split.py call,
-    with `work/params.yaml` (`stage_params`); returns those params."""
+def prepare_projects(work: Path, data: Path, args, train: TrainParams, trees: dict[str, Path]) -> dict[str, Path]:
+    """`work/<label>` for each tree: a git + DVC project with the tree's pipeline and code, the
+    same params.yaml (`stage_params`), and the data stages' outputs, made by `dvc repro split` in
+    the first and copied to the others (`cp -a`, so outputs stay hard links into each one's cache).
+    dvclive wants a commit (its baseline rev): the pipeline and params are committed."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(stage_params(data, args, train), sort_keys=False))
-    p = load_params(work / "params.yaml")
-    options = LabelOptions(p.task, p.data.annotations, p.data.image_column, p.data.labels_column)
-    download(p.data.source, work / RAW, p.data.sha256, p.data.limit, options, work / "metrics/download",
-             max_extract_gb=p.data.max_extract_gb)
-    augment_dataset(work / RAW, work / AUGMENTED, p.augment, seed=p.seed)
-    write_split(work / AUGMENTED, work / ANNOTATIONS, work / "metrics/split", p.split, seed=p.seed)
-    return p
+    (label, tree), *others = trees.items()
+    first = work / label
+    copy_files(tree, first, PROJECT_FILES)
+    (first / "params.yaml").write_text(yaml.safe_dump(stage_params(data, args, train), sort_keys=False))
+    command(["git", "init", "-q"], first)
+    command(["git", "add", "-A"], first)
+    command(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "pipeline"], first)
+    command(["dvc", "repro", "split"], first)
+    projects = {label: first}
+    for label, tree in others:
+        projects[label] = work / label
+        command(["cp", "-a", str(first), str(projects[label])], work)
+        for name in CODE_FILES:
+            shutil.rmtree(projects[label] / name, ignore_errors=True)
+            (projects[label] / name).unlink(missing_ok=True)
+        copy_files(tree, projects[label], CODE_FILES)
+    return projects
+
+
+def copy_files(tree: Path, dest: Path, names: tuple[str, ...]) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns("tmp", "cache", "__pycache__", "config.local", "plots_page.html")
+    for name in names:
+        if (tree / name).is_dir():
+            shutil.copytree(tree / name, dest / name, ignore=skip)
+        elif (tree / name).is_file():
+            shutil.copy2(tree / name, dest / name)
 
 
 def stage_params(data: Path, args, train: TrainParams) -> dict:
@@ -305,76 +353,35 @@ def stage_params(data: Path, args, train: TrainParams) -> dict:
     return params
 
 
-class StageRun:
-    """One `training.train()` run: its seconds, the seconds of each call of the `TIMED` functions,
-    the size of the resume-state file it last wrote, and the best epoch's validation metrics.
-    (A plain class: tests/test_benches.py loads this file outside sys.modules, where @dataclass
-    cannot resolve its annotations.)"""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.calls: dict[str, list[float]] = {label: [] for label in TIMED}
-        self.state_bytes = 0
-        self.best: dict[str, float] = {}
+def set_epochs(project: Path, epochs: int, name: str = "params.yaml", **train) -> None:
+    """`project/<name>`: its params.yaml with train.epochs = `epochs` (and `train` keys)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(epochs=epochs, **train)
+    (project / name).write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def stage_run(work: Path, params: Params, epochs: int) -> StageRun:
-    """`training.train()` as stages/train.py runs it in one process, with train.epochs = `epochs`,
-    from scratch (a fresh model file, no resume state), its `TIMED` calls wrapped for this run only."""
-    model_out = work / "models" / f"model-{epochs}.pt"
-    metrics = work / "metrics" / f"train-{epochs}"
-    for path in (training.resume_dir_for(model_out), metrics):
-        shutil.rmtree(path, ignore_errors=True)
-    model_out.unlink(missing_ok=True)
-    run = StageRun()
-    with timed_calls(run), contextlib.redirect_stdout(io.StringIO()):  # its per-epoch lines
-        start = time.perf_counter()
-        run.best = training.train(params.model, params.image, dataclasses.replace(params.train, epochs=epochs),
-                                  params.seed, work / ANNOTATIONS, work / AUGMENTED, model_out, metrics,
-                                  model_args=params.model_args)
-        run.seconds = time.perf_counter() - start  # train() ends on the host (the model file is written)
-    return run
+def stage_env(project: Path) -> dict[str, str]:
+    """The stage's environment: this venv's `python` and `dvc` first on PATH, and the project's own
+    copy of the code (`src/`) on PYTHONPATH, ahead of the installed imgpipe, so each tree runs its code."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1"}
 
 
-@contextlib.contextmanager
-def timed_calls(run: StageRun) -> Iterator[None]:
-    """Within the block, each of the `TIMED` calls records its seconds in `run`, and `save_state`
-    the state file's size too. Each ends on the host (a loss `.item()`, logits or the state copied
-    to the CPU, a file written), so no GPU work is left running when its clock stops."""
-    with contextlib.ExitStack() as stack:
-        for label, (owner, name) in TIMED.items():
-            if not hasattr(owner, name):
-                continue  # gone from the library: reported as not measured
-            wrapped = clocked(getattr(owner, name), run.calls[label])
-            if label == "save_state":
-                wrapped = sized(wrapped, run)
-            stack.enter_context(mock.patch.object(owner, name, wrapped))
-        yield
+def command(argv: list[str], cwd: Path) -> None:
+    """Run `argv` in `cwd` with `stage_env`; its output is shown only when it fails."""
+    done = subprocess.run(argv, cwd=cwd, env=stage_env(cwd if (cwd / "src").is_dir() else REPO), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} in {cwd} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
-def clocked(fn: Callable, seconds: list[float]) -> Callable:
-    """`fn`, appending each call's seconds to `seconds`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            seconds.append(time.perf_counter() - start)
-
-    return wrapper
-
-
-def sized(save_state: Callable, run: StageRun) -> Callable:
-    """`save_state(resume_dir, ...)`, recording the size of the file it wrote in `run`."""
-
-    @functools.wraps(save_state)
-    def wrapper(resume_dir, *args, **kwargs):
-        save_state(resume_dir, *args, **kwargs)
-        run.state_bytes = (Path(resume_dir) / resume.STATE_FILE).stat().st_size
-
-    return wrapper
+def stage_seconds(project: Path, epochs: int) -> float:
+    """Seconds of `dvc repro --force -s train` with train.epochs = `epochs`: what a user waits for,
+    from DVC's start to the model file in its cache. Every run starts from scratch: a finished run
+    leaves no resume state."""
+    set_epochs(project, epochs)
+    start = time.perf_counter()
+    command(["dvc", "repro", "--force", "-s", "train"], project)
+    return time.perf_counter() - start
 
 
 class ComputeOnly:
@@ -413,57 +420,119 @@ class ComputeOnly:
         return epochs * len(self.val)
 
 
-class StagePair:
-    """A run with train.epochs `STAGE_EPOCHS[0]` and one with `STAGE_EPOCHS[1]`: seconds per epoch of
-    the stage, and of each `TIMED` function, from the calls the longer run made beyond the shorter's."""
-
-    def __init__(self, short: StageRun, long: StageRun) -> None:
-        self.short, self.long = short, long
-        self.extra = STAGE_EPOCHS[1] - STAGE_EPOCHS[0]
-        self.stage = (long.seconds - short.seconds) / self.extra
-        # a call not made once per epoch (one the library no longer makes) is not measured
-        self.parts = {label: (sum(long.calls[label]) - sum(short.calls[label])) / self.extra for label in TIMED
-                      if len(long.calls[label]) - len(short.calls[label]) == self.extra}
+def per_epoch(seconds: dict[tuple[str, int], list[float]], label: str) -> list[float]:
+    """Each round's (T4 - T1) / 3 for the tree `label`."""
+    extra = STAGE_EPOCHS[1] - STAGE_EPOCHS[0]
+    return [(long - short) / extra for short, long in zip(*(seconds[label, e] for e in STAGE_EPOCHS), strict=True)]
 
 
-def report_end_to_end(pairs: list[StagePair], measured: list[tuple[float, float]]) -> None:
-    """Stage and compute-only seconds per epoch, their ratio, and the breakdown of the median pair's
-    stage epoch."""
-    pair = sorted(pairs, key=lambda p: p.stage)[(len(pairs) - 1) // 2]  # the median (the lower of two)
-    stage, extra = pair.stage, pair.extra
+def report_end_to_end(seconds: dict[tuple[str, int], list[float]], labels: list[str], measured: list[tuple[float, float]],
+                      rounds: list[list[tuple[float, float]]], loads: list[float]) -> None:
+    """Each tree's seconds per epoch (median of the rounds' (T4 - T1) / 3) against compute-only
+    (median of all its epochs; and round by round, against that round's), and each tree against
+    the first, round by round."""
     t_short, t_long = (f"T{e}" for e in STAGE_EPOCHS)
     steps, val = (statistics.median(m[i] for m in measured) for i in (0, 1))
     compute = statistics.median(s + v for s, v in measured)
-    for k, p in enumerate(pairs, 1):
-        print(f"stage runs {k} (after a warm-up run): {t_short} {p.short.seconds:.2f} s, "
-              f"{t_long} {p.long.seconds:.2f} s -> {p.stage:.2f} s per epoch; best epoch {p.long.best['epoch']}, "
-              f"val/accuracy {p.long.best['val/accuracy']:.3f}")
     print("compute-only epochs: " + "  ".join(f"{s + v:.2f}" for s, v in measured) + " s")
-    print(f"stage per-epoch   : {stage:8.2f} s   ({t_long} - {t_short}) / {extra}, median of {len(pairs)}; "
-          f"one-time cost of a run {pair.short.seconds - STAGE_EPOCHS[0] * stage:.2f} s")
-    print(f"compute per-epoch : {compute:8.2f} s   (median of {len(measured)}: train steps {steps:.2f} s "
-          f"+ val forward {val:.2f} s)")
-    print(f"end-to-end ratio = compute / stage = {compute / stage:.3f}")
-    parts = pair.parts
-    state_mb = pair.long.state_bytes / 1e6
+    print(f"compute per-epoch : {compute:8.3f} s   (median of {len(measured)}: train steps {steps:.3f} s "
+          f"+ val forward {val:.3f} s)")
+    epochs = {label: per_epoch(seconds, label) for label in labels}
+    for label in labels:
+        stage = statistics.median(epochs[label])
+        one_time = statistics.median(seconds[label, STAGE_EPOCHS[0]]) - STAGE_EPOCHS[0] * stage
+        print(f"{label}: stage per-epoch {stage:.3f} s (({t_long} - {t_short}) / {STAGE_EPOCHS[1] - STAGE_EPOCHS[0]}, "
+              f"median of {len(epochs[label])} rounds: {' '.join(f'{e:.2f}' for e in epochs[label])}); one-time cost "
+              f"of a run {one_time:.2f} s")
+        ratios = [statistics.median(s + v for s, v in r) / e for r, e in zip(rounds, epochs[label], strict=True)]
+        print(f"{label}: end-to-end ratio = compute / stage = {compute / stage:.3f} (medians); round by round "
+              f"{' '.join(f'{r:.3f}' for r in ratios)}, median {statistics.median(ratios):.3f}")
+    base = labels[0]
+    for label in labels[1:]:
+        ratios = [b / e for b, e in zip(epochs[base], epochs[label], strict=True)]
+        print(f"{label} vs {base}: stage per-epoch {base} / {label} = {statistics.median(ratios):.3f} "
+              f"(median of the rounds: {' '.join(f'{r:.3f}' for r in ratios)})")
+    print(f"load average (1 min) over the rounds {min(loads):.2f} .. {max(loads):.2f} on {os.cpu_count()} cores; a stage "
+          f"or the compute-only loop keeps about {torch.get_num_threads()} busy, more means something else ran too")
 
-    def line(label: str, note: str) -> None:
-        seconds = f"{parts[label]:8.3f} s  ({note})" if label in parts else "not measured (no such call)"
-        print(f"  {label:18}: {seconds}")
 
-    print(f"where a stage epoch goes (that pair: {t_long} run's calls minus {t_short} run's, / {extra}); in the loop:")
-    line("train_one_epoch", f"the train epoch; compute-only steps {steps:.3f} s")
-    line("validate", f"compute-only forward {val:.3f} s")
-    line("state_payload", "the resume state copied to the CPU")
-    line("StateWriter.save", "waiting for the previous epoch's state write, starting this one")
-    print(f"  {'everything else':18}: {stage - sum(parts.get(k, 0.0) for k in IN_LOOP):8.3f} s  (the rest of the "
-          f"epoch loop: dvclive logging, keeping the best weights, the schedule)")
-    print(f"  {'stage per-epoch':18}: {stage:8.3f} s  (stage - compute = {stage - compute:.3f} s)")
-    print("on StateWriter's background thread, overlapping the next epoch (it takes the CPU from it):")
-    line("save_state", f"writing {resume.STATE_FILE}, {state_mb:.1f} MB, "
-                       f"{state_mb / max(parts.get('save_state', 0.0), 1e-9):.0f} MB/s")
-    print(f"load average (1, 5, 15 min) {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores; "
-          f"the bench itself keeps about {torch.get_num_threads()} busy, more means something else ran too")
+def profile_stage(label: str, project: Path, compute: ComputeOnly) -> None:
+    """Where an epoch of the stage goes: the train stage's command from dvc.yaml, run as
+    `python -m cProfile` (nothing in the stage patched or wrapped), with train.epochs 1 and 4;
+    each part's seconds in the longer run beyond the shorter's, per epoch. The profiler costs
+    something on every Python call, most in the model's forward passes, so it also times
+    `compute`'s train steps and validation under cProfile, to compare like with like."""
+    argv = shlex.split(yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["train"]["cmd"])
+    if argv[0] != "python":
+        raise SystemExit(f"{project / 'dvc.yaml'}: the train stage's cmd does not start with python: {argv}")
+    seconds, stats = {}, {}
+    for epochs in STAGE_EPOCHS:
+        set_epochs(project, epochs)
+        out = project / f"train-{epochs}.prof"
+        start = time.perf_counter()
+        command([sys.executable, "-m", "cProfile", "-o", str(out), *argv[1:]], project)
+        seconds[epochs] = time.perf_counter() - start
+        stats[epochs] = pstats.Stats(str(out)).stats
+    extra = STAGE_EPOCHS[1] - STAGE_EPOCHS[0]
+    stage = (seconds[STAGE_EPOCHS[1]] - seconds[STAGE_EPOCHS[0]]) / extra
+    parts = {name: (part_seconds(stats[STAGE_EPOCHS[1]], calls) - part_seconds(stats[STAGE_EPOCHS[0]], calls)) / extra
+             for _, name, calls in PARTS}
+    print(f"\n{label}: where a stage epoch goes (`python -m cProfile {' '.join(argv[1:])}`, train.epochs "
+          f"{STAGE_EPOCHS[1]} minus {STAGE_EPOCHS[0]}, / {extra}; main thread, wall clock): {stage:.3f} s per epoch "
+          f"under the profiler")
+    show_parts(0, parts, stage)
+    outside = stage - parts[PARTS[0][1]]
+    print(f"  {'outside the epoch loop':66}: {outside:7.3f} s  ({outside / stage:6.1%})")
+    profiler = cProfile.Profile()
+    steps, val = profiler.runcall(compute.epoch)
+    print(f"  compute-only under the same profiler: train steps {steps:.3f} s, validation {val:.3f} s per epoch")
+
+
+def show_parts(i: int, parts: dict[str, float], stage: float) -> None:
+    """`PARTS[i]` and, indented below it, its children, then the rest of its time."""
+    depth, name, _ = PARTS[i]
+
+    def line(depth: int, text: str, value: float) -> None:
+        print(f"  {'  ' * depth}{text:{66 - 2 * depth}}: {value:7.3f} s  ({value / stage:6.1%})")
+
+    line(depth, name, parts[name])
+    children = child_parts(i)
+    for child in children:
+        show_parts(child, parts, stage)
+    if children:
+        line(depth + 1, "the rest", parts[name] - sum(parts[PARTS[c][1]] for c in children))
+
+
+def child_parts(i: int) -> list[int]:
+    """The indices of `PARTS[i]`'s direct children."""
+    depth, found = PARTS[i][0], []
+    for j in range(i + 1, len(PARTS)):
+        if PARTS[j][0] <= depth:
+            break
+        if PARTS[j][0] == depth + 1:
+            found.append(j)
+    return found
+
+
+def part_seconds(stats: dict, calls: list[tuple[tuple[str, str], tuple[str, str] | None]]) -> float:
+    """Cumulative seconds of each (function, caller) of `calls` in pstats' `stats` (keyed by
+    (file, line, name), each with (calls, primitive calls, own time, cumulative time, callers)),
+    summed; a function is matched by the end of its file's path and its name."""
+    total = 0.0
+    for function, caller in calls:
+        for key, (_, _, _, cumulative, callers) in stats.items():
+            if not matches(key, function):
+                continue
+            if caller is None:
+                total += cumulative
+            else:
+                total += sum(c[3] for where, c in callers.items() if matches(where, caller))
+    return total
+
+
+def matches(key: tuple[str, int, str], function: tuple[str, str]) -> bool:
+    path, _, name = key
+    return name == function[1] and Path(path).as_posix().endswith(f"/{function[0]}")
 
 
 # --nproc-per-node: the train stage as DVC runs it, on 1 and on several processes
@@ -472,14 +541,10 @@ def processes(args, data: Path, train: TrainParams) -> None:
     """(e): `python stages/train.py` (a new process, as `dvc repro` starts it) with
     train.nproc_per_node each of `args.nproc_per_node` (torchrun + DDP beyond 1), epochs 1 and 4,
     rounds interleaved; seconds per epoch and images per second, end to end."""
-    import subprocess
-    import sys
-
-    work = args.work / f"end-to-end-{data.name}"
-    params = stage_params(data, args, train)
-    if not (work / ANNOTATIONS).is_file():
-        prepare_stage(work, data, args, train)
-    n_train = int((read_annotations(work / ANNOTATIONS)["split"] == "train").sum())
+    project = args.work / f"processes-{data.name}" / "nproc"
+    if not (project / ANNOTATIONS).is_file():
+        prepare_projects(project.parent, data, args, train, {project.name: REPO})
+    n_train = int((read_annotations(project / ANNOTATIONS)["split"] == "train").sum())
     print(f"\n(e) the train stage (python stages/train.py) on {n_train} training images, per process count; "
           f"train.batch_size {train.batch_size} is the global batch")
     seconds: dict[tuple[int, int], list[float]] = {}
@@ -487,12 +552,10 @@ def processes(args, data: Path, train: TrainParams) -> None:
         for nproc in args.nproc_per_node:
             for epochs in STAGE_EPOCHS:
                 name = f"procs-{nproc}-{epochs}"
-                params["train"].update(epochs=epochs, nproc_per_node=nproc)
-                (work / f"{name}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                set_epochs(project, epochs, f"{name}.yaml", nproc_per_node=nproc)
                 start = time.perf_counter()
-                subprocess.run([sys.executable, str(REPO / "stages/train.py"), "--params", f"{name}.yaml", "--out",
-                                f"models/{name}.pt", "--metrics", f"metrics/{name}"], cwd=work, check=True,
-                               stdout=subprocess.DEVNULL)
+                command([sys.executable, "stages/train.py", "--params", f"{name}.yaml", "--out", f"models/{name}.pt",
+                         "--metrics", f"metrics/{name}"], project)
                 seconds.setdefault((nproc, epochs), []).append(time.perf_counter() - start)
     base = None
     for nproc in args.nproc_per_node:
@@ -520,20 +583,33 @@ def parse_args():
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-amp", action="store_true", help="train.amp false (CUDA)")
     parser.add_argument("--compile", action="store_true", help="train.compile true")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a)-(c); 0 skips them")
     parser.add_argument("--round-seconds", type=float, default=8.0, help="aim each (b) round at this long")
     parser.add_argument("--epochs", type=int, default=0, help="epochs per round (0: from --round-seconds)")
     parser.add_argument("--naive-workers", type=int, default=0, help="DataLoader workers for (c)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--end-to-end", action="store_true",
-                        help="then the train stage itself: data stages, train() with 1 and 4 epochs, vs compute-only")
-    parser.add_argument("--e2e-repeats", type=int, default=3, help="--end-to-end: pairs of stage runs (median)")
+                        help="then (d): `dvc repro --force -s train` with train.epochs 1 and 4 vs compute-only epochs")
+    parser.add_argument("--e2e-repeats", type=int, default=3, help="--end-to-end, --nproc-per-node: rounds (median)")
+    parser.add_argument("--code", type=code_tree, action="append", default=[], metavar="LABEL=DIR",
+                        help="--end-to-end: a tree (DIR with dvc.yaml, stages/, src/) to run the stage of; repeat to "
+                             "compare trees in interleaved rounds, the first as the base (default: this repository)")
+    parser.add_argument("--e2e-profile", action="store_true",
+                        help="--end-to-end: then break a stage epoch down into its calls with cProfile")
     parser.add_argument("--nproc-per-node", type=lambda text: [int(v) for v in text.split(",")], default=[],
                         help="then the train stage as DVC runs it with these process counts, e.g. 1,2 (torchrun + DDP)")
     args = parser.parse_args()
+    args.code = dict(args.code)
     args.photo_size = tuple(int(v) for v in args.photo.lower().split("x"))
     return args
+
+
+def code_tree(text: str) -> tuple[str, Path]:
+    label, sep, folder = text.partition("=")
+    if not sep or not re.fullmatch(r"[\w.-]+", label) or not (Path(folder) / "src/imgpipe").is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: want LABEL=DIR, DIR holding src/imgpipe, LABEL of letters, digits, . _ -")
+    return label, Path(folder).resolve()
 
 
 if __name__ == "__main__":
