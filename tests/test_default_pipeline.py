@@ -22,4 +22,5 @@ def test_default_params_reach_098_test_accuracy_on_digits(tmp_path: Path):
     assert metrics["test_images"] == 179
     assert metrics["accuracy"] >= 0.98, metrics
     split = json.loads((tmp_path / "metrics/split/split.json").read_text())
-    assert split == {"images": {"train": 5752, "val": 180, "test": 179}, "classes": 10}
+    assert split["images"] == {"train": 5752, "val": 180, "test": 179} and split["classes"] == 10, split
+    assert split["duplicate_sets_across_splits"] == 0, split
