@@ -4,6 +4,7 @@ after every stage, and after a committed `dvc repro`."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,13 @@ from PIL import Image, ImageDraw
 from helpers import copy_prepared, listing, make_project, prepare, run, run_stages, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background of a script (`make test &`, `nohup`) inherits SIGINT ignored,
+# and so would every stage it starts (an ignored signal stays ignored across exec): the Ctrl-C
+# tests would see stages that cannot be interrupted. Give this process, and so its children,
+# Python's usual handler, as a terminal's Ctrl-C meets it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def draw_shape(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
