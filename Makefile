@@ -23,10 +23,10 @@ test: $(VENV)/.installed-dev
 	pytest -n auto --maxprocesses 4 --dist loadfile
 
 # The slow tier (-m slow: recipes as written on their whole data, the default run's 0.98, the
-# multi-process faults), spread test by test (most are in one file): about 21 minutes on 2 cores
-# (docs/development.md). .ci/run runs it after make test; multidigit's recipes stay manual.
+# multi-process faults): 37.5 minutes on 2 cores by file. Spread test by test it took 75, two
+# recipes' trainings then compete for the cores. multidigit's recipes stay manual.
 test-slow: $(VENV)/.installed-dev
-	pytest -m slow -n auto --maxprocesses 4 --dist load --durations=15
+	pytest -m slow -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 lint: $(VENV)/.installed-dev
 	ruff check .
