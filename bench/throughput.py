@@ -260,7 +260,7 @@ PARTS = (
     (1, "validation (validate)", [((TRAINING, "validate"), None)]),  # called through torch.no_grad's wrapper
     (1, "dvclive per-epoch metrics and summary", [((LIVE, "log_metric"), (TRAINING, "run_epochs")),
                                                   ((LIVE, "make_summary"), (TRAINING, "run_epochs"))]),
-    (1, "best epoch's weights copied to the CPU (cpu_weights)", [((TRAINING, "cpu_weights"), (TRAINING, "run_epochs"))]),
+    (1, "best epoch's weights copied to the CPU (cpu_weights)", [((RESUME, "cpu_weights"), (TRAINING, "run_epochs"))]),
     (1, "resume state (checkpoint: state_payload, StateWriter.save)", [((TRAINING, "checkpoint"), (TRAINING, "run_epochs"))]),
     (2, "copied to the CPU (state_payload)", [((RESUME, "state_payload"), (TRAINING, "checkpoint"))]),
     (2, "waiting for the last epoch's write (StateWriter.save)", [((RESUME, "save"), (TRAINING, "checkpoint"))]),
@@ -516,7 +516,7 @@ def child_parts(i: int) -> list[int]:
 
 def part_seconds(stats: dict, calls: list[tuple[tuple[str, str], tuple[str, str] | None]]) -> float:
     """Cumulative seconds of each (function, caller) of `calls` in pstats' `stats` (keyed by
-    (file, line, name), each with (calls, primitive calls, own time, cumulative time, callers)),
+    (file, line, name), each with (primitive calls, calls, own time, cumulative time, callers)),
     summed; a function is matched by the end of its file's path and its name."""
     total = 0.0
     for function, caller in calls:

@@ -47,7 +47,7 @@ def state_payload(run_id: str, state: LoopState, fit: Fit, generator: torch.Gene
     return {
         **state.as_dict(),  # best_state is already a CPU copy, replaced (never changed) when the best moves
         "fingerprint": run_id,
-        "model": state.best_state if best_now else _cpu_copy(fit.model.state_dict()),
+        "model": state.best_state if best_now else cpu_weights(fit.model),
         "optimizer": _cpu_copy(fit.optimizer.state_dict()),
         "schedule": copy.deepcopy(fit.schedule.state_dict()),
         "torch_rng": torch.get_rng_state(),
@@ -55,6 +55,11 @@ def state_payload(run_id: str, state: LoopState, fit: Fit, generator: torch.Gene
         "shuffle_rng": generator.get_state(),
         "scaler": copy.deepcopy(fit.scaler.state_dict()) if fit.scaler else {},
     }
+
+
+def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s state on the CPU, which training goes on without changing."""
+    return _cpu_copy(model.state_dict())
 
 
 def _cpu_copy(tree):

@@ -45,7 +45,9 @@ from imgpipe.outputs import scratch_dir, staged_outputs
 from imgpipe.params import LAUNCH_KEYS, ImageParams, TrainParams
 from imgpipe.pretrained import fetch_imagenet_weights, freeze_backbone, load_pretrained, normalization, set_train_mode
 from imgpipe.progress import progress
-from imgpipe.resume import STATE_FILE, LoopState, StateWriter, load_payload, restore_state, state_payload, truncate_history
+from imgpipe.resume import (
+    STATE_FILE, LoopState, StateWriter, cpu_weights, load_payload, restore_state, state_payload, truncate_history,
+)
 from imgpipe.task import Multiclass, Task, task_of
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
@@ -340,11 +342,6 @@ def decode_splits(
             loaded = [map_split(table, s, task, pixels) for s in ("train", "val")]
         ranks.barrier()
     return loaded[0], loaded[1]
-
-
-def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of `model`'s state on the CPU, which training goes on without changing."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()
