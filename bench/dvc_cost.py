@@ -45,7 +45,7 @@ Why .dvc/config says `cache.type = "hardlink,symlink"` (DVC 3.67, dvc-data 3.18)
   apply there, where the alternative is an error. Where neither works (exFAT, some network
   shares), `dvc config --local cache.type copy`.
 - Hard links are read-only (DVC protects the shared inode; `dvc unprotect` to edit one), which
-  is safe here: no stage edits an output in place (imgpipe.outputs writes temporaries and
+  is safe here: no stage edits an output in place (imgpipe.core.atomic writes temporaries and
   renames them; DVC deletes a stage's old outputs before running it), and the download stage
   copies the user's files (`shutil.copyfile`), so DVC never links or chmods a user's file.
 - ext4 allows 65,000 links to one inode: a dataset with tens of thousands of byte-identical

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.tensors import load_split
-from imgpipe.inference import predict_logits
-from imgpipe.metrics import classification_metrics
-from imgpipe.models import list_models
-from imgpipe.params import load_params
-from imgpipe.task import task_of
-from imgpipe.training import build_model, make_fit, resolved_image, seed_everything, train_one_epoch
+from imgpipe.feed.tensors import load_split
+from imgpipe.feed.inference import predict_logits
+from imgpipe.task.metrics import classification_metrics
+from imgpipe.models.catalog import list_models
+from imgpipe.core.params import load_params
+from imgpipe.task.tasks import task_of
+from imgpipe.train.stage import build_model, make_fit, resolved_image, seed_everything, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -6,7 +6,7 @@ Writes `--images` realistic JPEGs (bench/photos.py, 500x375), runs the augment s
 code on them with the default params (copies in data/augmented/shards, originals read from the
 raw folder), and also unpacks every copy into its own file, as the augment stage used to write
 them. Then decodes every image of the manifest into a (N, C, size, size) uint8 tensor with
-`imgpipe.data.tensors.load_images` (what train and evaluate do once per run), from the shards
+`imgpipe.feed.tensors.load_images` (what train and evaluate do once per run), from the shards
 and from the files, in interleaved rounds, and prints the median seconds of each and the ratio.
 The page cache is warm for both (each is read once before timing): this measures the reads and
 decodes, not the disk.
@@ -23,8 +23,8 @@ from pathlib import Path
 from photos import make_photos
 
 from imgpipe.data.augment import augment_dataset
-from imgpipe.data.tensors import load_images, members
-from imgpipe.params import load_params
+from imgpipe.feed.tensors import load_images, members
+from imgpipe.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

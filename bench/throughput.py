@@ -72,12 +72,12 @@ from photos import make_photos
 
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import list_images
-from imgpipe.data.tensors import LabelledImages, load_images
-from imgpipe.inference import predict_logits
-from imgpipe.outputs import scratch_dir
-from imgpipe.params import Params, TrainParams, load_params
-from imgpipe.task import task_of
-from imgpipe.training import Fit, build_model, make_fit, seed_everything, train_one_epoch, train_step
+from imgpipe.feed.tensors import LabelledImages, load_images
+from imgpipe.feed.inference import predict_logits
+from imgpipe.core.atomic import scratch_dir
+from imgpipe.core.params import Params, TrainParams, load_params
+from imgpipe.task.tasks import task_of
+from imgpipe.train.stage import Fit, build_model, make_fit, seed_everything, train_one_epoch, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,14 +248,14 @@ CODE_FILES = ("dvc.yaml", "stages", "src")  # what differs between the trees `--
 # parent (cProfile keeps each caller's share of a function's cumulative time), or from anywhere
 # for a parent of None; the indent nests parts inside the part above them. A generator's time
 # (`batches`) is its resumptions'.
-TRAINING, BATCHES, RESUME, LIVE = "imgpipe/training.py", "imgpipe/data/batches.py", "imgpipe/resume.py", "dvclive/live.py"
+TRAINING, BATCHES, RESUME, LIVE = "imgpipe/train/stage.py", "imgpipe/feed/batches.py", "imgpipe/train/resume.py", "dvclive/live.py"
 PARTS = (
     (0, "the epoch loop (run_epochs)", [((TRAINING, "run_epochs"), None)]),
     (1, "train epoch (train_one_epoch)", [((TRAINING, "train_one_epoch"), (TRAINING, "run_epochs"))]),
     (2, "train steps (train_step: forward, backward, optimizer)", [((TRAINING, "train_step"), (TRAINING, "train_one_epoch"))]),
     (2, "batch gathering, online augmentation, normalisation", [
         ((BATCHES, "batches"), None), ((BATCHES, "apply"), (TRAINING, "train_one_epoch")),
-        (("imgpipe/data/tensors.py", "to_model_input"), (TRAINING, "train_one_epoch"))]),
+        (("imgpipe/feed/tensors.py", "to_model_input"), (TRAINING, "train_one_epoch"))]),
     (2, "per-batch logging (on_batch: dvclive)", [((TRAINING, "on_batch"), (TRAINING, "train_one_epoch"))]),
     (1, "validation (validate)", [((TRAINING, "validate"), None)]),  # called through torch.no_grad's wrapper
     (1, "dvclive per-epoch metrics and summary", [((LIVE, "log_metric"), (TRAINING, "run_epochs")),

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.augment import augment_dataset
-from imgpipe.params import load_params
+from imgpipe.core.params import load_params
 
 app = make_app()
 

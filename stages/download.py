@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.layout import REPORT_FILE
-from imgpipe.params import load_params
+from imgpipe.core.layout import REPORT_FILE
+from imgpipe.core.params import load_params
 
 app = make_app()
 

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.evaluation import evaluate
+from imgpipe.core.stage_app import make_app, reports_user_errors
+from imgpipe.evaluate.stage import evaluate
 
 app = make_app()
 

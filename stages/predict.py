@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.params import load_params
-from imgpipe.prediction import images_to_predict, predict
+from imgpipe.core.stage_app import make_app, reports_user_errors
+from imgpipe.core.params import load_params
+from imgpipe.predict.stage import images_to_predict, predict
 
 app = make_app()
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
+from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.split import write_split
-from imgpipe.params import load_params
+from imgpipe.core.params import load_params
 
 app = make_app()
 

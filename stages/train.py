@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.distributed import rank_argv, run_or_launch
-from imgpipe.params import load_params
-from imgpipe.training import train
+from imgpipe.core.stage_app import make_app, reports_user_errors
+from imgpipe.train.distributed import rank_argv, run_or_launch
+from imgpipe.core.params import load_params
+from imgpipe.train.stage import train
 
 app = make_app()
 

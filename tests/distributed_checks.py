@@ -17,15 +17,15 @@ from torch import nn
 
 from imgpipe.data import tensors
 from imgpipe.data.annotations import read_annotations
-from imgpipe.distributed import worker
-from imgpipe.task import task_of
-from imgpipe.training import decode_splits
+from imgpipe.train.distributed import worker
+from imgpipe.task.tasks import task_of
+from imgpipe.train.stage import decode_splits
 
 
 def sync_batchnorm_matches_whole_batch(ranks) -> dict:
     """A conv net with batch norm: the gradients averaged over the ranks (as DDP does), with the
     CPU sync batch norm, against the same net on the whole batch in one process."""
-    from imgpipe.distributed import parallel, sync_batchnorm
+    from imgpipe.train.distributed import parallel, sync_batchnorm
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),

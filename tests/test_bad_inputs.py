@@ -306,8 +306,8 @@ def model_file(kind: str, path: Path) -> None:
     elif kind == "other dict":
         torch.save({"weights": torch.zeros(3)}, path)
     elif kind == "wrong shapes":
-        from imgpipe.checkpoint import ModelSpec, save_checkpoint
-        from imgpipe.models import create_model
+        from imgpipe.models.checkpoint import ModelSpec, save_checkpoint
+        from imgpipe.models.catalog import create_model
 
         spec = ModelSpec("cnn", ["circle", "cross", "square"], 28, 1, [0.0], [1.0])
         weights = create_model("mlp", num_classes=3, in_channels=1, image_size=28).state_dict()

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from imgpipe.checkpoint import FORMAT_VERSION, ModelSpec, load_checkpoint, save_checkpoint
-from imgpipe.errors import UserError
-from imgpipe.models import create_model
+from imgpipe.models.checkpoint import FORMAT_VERSION, ModelSpec, load_checkpoint, save_checkpoint
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model
 
 SPEC = ModelSpec(model="cnn", classes=["circle", "cross", "square"], image_size=28, channels=1, mean=[0.25], std=[0.5])
 

@@ -155,7 +155,7 @@ def tags_model(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny multi-label model (tuned thresholds) and the tagged folder it was trained on."""
     from test_multilabel_stages import IMAGE, TINY, prepare
 
-    from imgpipe.training import train
+    from imgpipe.train.stage import train
 
     root = tmp_path_factory.mktemp("tags-model")
     prepare(root, str(write_multilabel_shapes(root / "source", count=40)))
@@ -165,7 +165,7 @@ def tags_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_multilabel_predict_gives_the_decided_labels_and_the_top_k(tags_model, tmp_path: Path):
-    from imgpipe.prediction import predict
+    from imgpipe.predict.stage import predict
 
     model, source = tags_model
     images = sorted((source / "images").iterdir())

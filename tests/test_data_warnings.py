@@ -21,8 +21,8 @@ from helpers import (
 )
 
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.errors import UserError
-from imgpipe.task import Multiclass
+from imgpipe.core.errors import UserError
+from imgpipe.task.tasks import Multiclass
 
 
 def download_in(work: Path, source: Path, **overrides):

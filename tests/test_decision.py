@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
+from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
 
 LABELS = ["p1=1", "p1=2", "p1=blank", "p2=1", "p2=2", "p2=blank", "cat"]
 

@@ -14,9 +14,9 @@ import torch
 import yaml
 from helpers import REPO, assert_one_line_error, copy_prepared, run, stage, stage_in_process
 
-from imgpipe.distributed import plan_launch
-from imgpipe.errors import UserError
-from imgpipe.params import TrainParams
+from imgpipe.train.distributed import plan_launch
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import TrainParams
 
 
 @pytest.fixture(scope="module")

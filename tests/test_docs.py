@@ -183,7 +183,7 @@ def params() -> dict:
 
 @functools.cache
 def models() -> frozenset[str]:
-    from imgpipe.models import list_models
+    from imgpipe.models.catalog import list_models
 
     return frozenset(list_models())
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from imgpipe.data.tensors import members
+from imgpipe.feed.tensors import members
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = "src/imgpipe"
@@ -77,7 +77,7 @@ def inert(file: Path) -> bool:
 
 def closure(script: str, root: Path = REPO) -> dict[str, str]:
     """Each file of src/imgpipe that running `script` (relative to `root`) executes, with the
-    import chain that reaches it (`stages/split.py -> imgpipe.data.split -> imgpipe.params`)."""
+    import chain that reaches it (`stages/split.py -> imgpipe.data.split -> imgpipe.core.params`)."""
     found: dict[str, str] = {}
     todo = deque([(script, "", script)])  # file, its package, how it is reached
     while todo:
@@ -130,11 +130,13 @@ def test_closure_follows_real_import_chains():
     """The closure is not vacuous: direct, transitive and package-__init__ imports are found,
     docstring-only __init__ files are left out."""
     split = closure("stages/split.py")
-    assert split["src/imgpipe/params.py"] == "stages/split.py -> imgpipe.params"
-    assert "src/imgpipe/data/split.py" in split and "src/imgpipe/errors.py" in split  # direct, transitive
+    assert split["src/imgpipe/core/params.py"] == "stages/split.py -> imgpipe.core.params"
+    assert "src/imgpipe/data/split.py" in split and "src/imgpipe/core/errors.py" in split  # direct, transitive
     assert "src/imgpipe/data/__init__.py" not in split  # only a docstring
+    assert "src/imgpipe/__init__.py" in split  # it sets __version__
     train = closure("stages/train.py")
-    assert {"src/imgpipe/models/__init__.py", "src/imgpipe/models/cnn.py", "src/imgpipe/models/registry.py"} <= train.keys()
+    assert {"src/imgpipe/models/catalog.py", "src/imgpipe/models/cnn.py", "src/imgpipe/models/registry.py"} <= train.keys()
+    assert "src/imgpipe/models/__init__.py" not in train
     assert "src/imgpipe/review/report.py" not in train
 
 

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from imgpipe.data import tensors
-from imgpipe.data.batches import OnlineAugment, ahead, batches
+from imgpipe.feed.batches import OnlineAugment, ahead, batches
 from imgpipe.data.readers import load_pixels
-from imgpipe.data.tensors import LabelledImages, channel_stats, load_images, to_model_input
-from imgpipe.device import amp_dtype, resolve_device
-from imgpipe.errors import UserError
-from imgpipe.inference import predict_logits
-from imgpipe.models.registry import create_model
-from imgpipe.params import TrainParams
-from imgpipe.training import Fit, make_fit, train_one_epoch
+from imgpipe.feed.tensors import LabelledImages, channel_stats, load_images, to_model_input
+from imgpipe.feed.device import amp_dtype, resolve_device
+from imgpipe.core.errors import UserError
+from imgpipe.feed.inference import predict_logits
+from imgpipe.models.catalog import create_model
+from imgpipe.core.params import TrainParams
+from imgpipe.train.stage import Fit, make_fit, train_one_epoch
 from messy import odd_images
 
 TRAIN = TrainParams(epochs=1, batch_size=8, lr=0.01)
@@ -235,8 +235,8 @@ def test_on_a_gpu_training_uses_amp_channels_last_and_evaluation_matches_the_cpu
 
 
 def test_train_decodes_into_a_memory_map_beside_the_model_and_removes_it(prepared_shapes, tmp_path, monkeypatch):
-    from imgpipe.params import ImageParams
-    from imgpipe.training import train
+    from imgpipe.core.params import ImageParams
+    from imgpipe.train.stage import train
 
     seen = []
     real = tensors.load_images

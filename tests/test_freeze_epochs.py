@@ -16,11 +16,11 @@ import yaml
 
 from helpers import REPO, copy_prepared, prepare, run, stage_in_process
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.tensors import load_split
-from imgpipe.models import create_model
-from imgpipe.params import TrainParams
-from imgpipe.task import task_of
-from imgpipe.training import build_model, make_fit, train_one_epoch, unfrozen
+from imgpipe.feed.tensors import load_split
+from imgpipe.models.catalog import create_model
+from imgpipe.core.params import TrainParams
+from imgpipe.task.tasks import task_of
+from imgpipe.train.stage import build_model, make_fit, train_one_epoch, unfrozen
 
 STATE = Path("models/.model.pt.resume/state.pt")
 

@@ -18,9 +18,9 @@ from PIL import Image
 from imgpipe.data import pictures as drawing
 from imgpipe.data.augment import SAMPLE_ROWS, augment_dataset, sample_sources
 from imgpipe.data.pictures import IMAGE_SIDE, draw_tile, fit
-from imgpipe.gallery import MAX_MISTAKES, highest_first, mistake_name, mistake_tiles, worst_images
-from imgpipe.kinds import LabelSets, SingleLabel
-from imgpipe.params import AugmentParams
+from imgpipe.evaluate.gallery import MAX_MISTAKES, highest_first, mistake_name, mistake_tiles, worst_images
+from imgpipe.task.kinds import LabelSets, SingleLabel
+from imgpipe.core.params import AugmentParams
 
 TILE_BYTES = 12_000  # a tile's PNG, at most, whatever the picture (noise is the worst case)
 RUN_BYTES = 200_000  # every picture one run commits to git, at most

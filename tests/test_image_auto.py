@@ -11,8 +11,8 @@ import yaml
 from conftest import write_photo_dataset, write_shapes_dataset
 from helpers import assert_one_line_error, copy_prepared, prepare, stage_in_process, tiny_overrides
 from imgpipe.data.profile import SIZE_RANGE, auto_size, carries_colour, profile_images, resolve_image
-from imgpipe.footprint import Footprint, check_fits, estimate
-from imgpipe.params import ImageParams
+from imgpipe.train.footprint import Footprint, check_fits, estimate
+from imgpipe.core.params import ImageParams
 
 AUTO = {"size": "auto", "channels": "auto"}
 
@@ -106,8 +106,8 @@ def test_the_estimate_grows_with_size_and_batch_and_names_the_disk(tmp_path):
 
 @pytest.mark.parametrize("model", ["cnn", "resnet18", "mlp"])
 def test_scaled_activations_match_a_full_size_count_on_the_meta_device(model):
-    from imgpipe.footprint import output_bytes
-    from imgpipe.models import create_model
+    from imgpipe.train.footprint import output_bytes
+    from imgpipe.models.catalog import create_model
 
     with torch.device("meta"):
         full = create_model(model, num_classes=10, in_channels=3, image_size=96).eval()

@@ -106,7 +106,7 @@ def test_sigkill_leaves_old_outputs_and_the_rerun_cleans_up(project: Path, name:
         assert snapshot(project, name) != old  # the rerun did the changed work
     if killed is not None:
         # The old set; or, when the kill lands after the renames (split is that quick), the
-        # complete new set, as the rerun writes it; or an output missing (imgpipe.outputs).
+        # complete new set, as the rerun writes it; or an output missing (imgpipe.core.atomic).
         assert after_kill == old or after_kill == snapshot(project, name) or not complete
 
 

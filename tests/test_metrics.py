@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgpipe.metrics import classification_metrics, confusion_counts, per_class_table
+from imgpipe.task.metrics import classification_metrics, confusion_counts, per_class_table
 
 # Three classes, six samples:
 #   class 0: predicted at 0, 4 -> TP 1, precision 1/2; actual 2 -> recall 1/2; F1 1/2
@@ -103,7 +103,7 @@ ML_PRED = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 0]], dtype=np.uint8)
 
 
 def test_multilabel_metrics_hand_computed():
-    from imgpipe.metrics import multilabel_metrics
+    from imgpipe.task.metrics import multilabel_metrics
 
     m = multilabel_metrics(ML_TRUE, ML_PRED)
     assert m["exact_match_accuracy"] == pytest.approx(2 / 4)  # rows 0 and 3
@@ -118,7 +118,7 @@ def test_multilabel_metrics_hand_computed():
 
 
 def test_per_label_table_leaves_recall_empty_without_examples():
-    from imgpipe.metrics import labels_without_examples, per_label_table
+    from imgpipe.task.metrics import labels_without_examples, per_label_table
 
     rows = per_label_table(ML_TRUE, ML_PRED, ["a", "b", "c"])
     assert rows[1] == {"class": "b", "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2,
@@ -131,7 +131,7 @@ def test_per_label_table_leaves_recall_empty_without_examples():
 
 
 def test_label_confusion_is_aggregated_two_by_two_per_label():
-    from imgpipe.metrics import label_confusion_counts
+    from imgpipe.task.metrics import label_confusion_counts
 
     rows = label_confusion_counts(ML_TRUE, ML_PRED, ["a", "b", "c"])
     assert len(rows) == 12
@@ -142,7 +142,7 @@ def test_label_confusion_is_aggregated_two_by_two_per_label():
 
 
 def test_cooccurrence_counts_diagonal_is_true_positives():
-    from imgpipe.metrics import cooccurrence_counts
+    from imgpipe.task.metrics import cooccurrence_counts
 
     counts = {(r["actual"], r["predicted"]): r["count"] for r in cooccurrence_counts(ML_TRUE, ML_PRED, ["a", "b", "c"])}
     assert [counts[(x, x)] for x in "abc"] == [2, 1, 0]
@@ -150,7 +150,7 @@ def test_cooccurrence_counts_diagonal_is_true_positives():
 
 
 def test_group_accuracy_per_position_and_sequence():
-    from imgpipe.metrics import group_accuracy
+    from imgpipe.task.metrics import group_accuracy
 
     # Two positions with values {1, blank}: label order p1=1, p1=blank, p2=1, p2=blank.
     truth = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]])

@@ -12,12 +12,12 @@ import yaml
 from torch import nn
 
 from helpers import assert_one_line_error, copy_prepared, stage_in_process
-from imgpipe.checkpoint import load_checkpoint
-from imgpipe.errors import UserError
-from imgpipe.models import create_model
-from imgpipe.params import ImageParams, TrainParams
-from imgpipe.pretrained import load_pretrained
-from imgpipe.training import fingerprint
+from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model
+from imgpipe.core.params import ImageParams, TrainParams
+from imgpipe.models.pretrained import load_pretrained
+from imgpipe.train.stage import fingerprint
 
 
 def train_with(prepared_shapes: Path, work: Path, **top_level) -> tuple[Path, subprocess.CompletedProcess]:

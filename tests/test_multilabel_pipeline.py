@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import make_project, prepare, run, tiny_overrides
-from imgpipe.checkpoint import load_checkpoint
+from imgpipe.models.checkpoint import load_checkpoint
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 LABELS = ["circle", "cross", "square"]

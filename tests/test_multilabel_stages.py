@@ -12,18 +12,18 @@ import pytest
 import torch
 
 from conftest import write_multilabel_shapes, write_shapes_dataset
-from imgpipe.checkpoint import load_checkpoint
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.labelsets import label_matrix, label_names
 from imgpipe.data.sources import LabelOptions, download
 from imgpipe.data.split import write_split
-from imgpipe.errors import UserError
-from imgpipe.evaluation import evaluate
-from imgpipe.outcomes import loads
-from imgpipe.params import AugmentParams, ImageParams, SplitParams, TrainParams
-from imgpipe.prediction import predict
+from imgpipe.core.errors import UserError
+from imgpipe.evaluate.stage import evaluate
+from imgpipe.task.outcomes import loads
+from imgpipe.core.params import AugmentParams, ImageParams, SplitParams, TrainParams
+from imgpipe.predict.stage import predict
 from imgpipe.review.stats import compare_paired
-from imgpipe.training import train
+from imgpipe.train.stage import train
 
 TINY = TrainParams(epochs=2, batch_size=8, lr=0.01, log_every=1)
 IMAGE = ImageParams(size=28, channels=1, normalize=True)
@@ -169,7 +169,7 @@ def test_model_and_annotations_of_different_tasks_are_refused(tags, trained, tmp
 
 
 def test_version_1_model_files_still_load_as_multiclass(tmp_path):
-    from imgpipe.models import create_model
+    from imgpipe.models.catalog import create_model
 
     model = create_model("mlp", num_classes=2, in_channels=1, image_size=28)
     payload = {"format": 1, "model": "mlp", "classes": ["a", "b"], "image_size": 28, "channels": 1,

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from imgpipe.data.tensors import LabelledImages
-from imgpipe.errors import UserError
-from imgpipe.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
-from imgpipe.params import TrainParams
-from imgpipe.task import Multiclass, Multilabel
-from imgpipe.training import Fit, train_one_epoch
+from imgpipe.feed.tensors import LabelledImages
+from imgpipe.core.errors import UserError
+from imgpipe.train.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
+from imgpipe.core.params import TrainParams
+from imgpipe.task.tasks import Multiclass, Multilabel
+from imgpipe.train.stage import Fit, train_one_epoch
 
 BASE = TrainParams(lr=0.05, epochs=4)
-SINGLE = Multiclass(["a", "b", "c"])  # the loss is the task's choice (imgpipe.task)
+SINGLE = Multiclass(["a", "b", "c"])  # the loss is the task's choice (imgpipe.task.tasks)
 MULTI = Multilabel(["a", "b", "c"])
 
 
@@ -167,7 +167,7 @@ def test_auto_loss_is_bce_for_multilabel_and_cross_entropy_otherwise():
 
 
 def test_pos_weight_auto_is_negatives_over_positives_per_label():
-    from imgpipe.optim import positive_weights
+    from imgpipe.train.optim import positive_weights
 
     assert positive_weights(ML_TARGETS).tolist() == pytest.approx([1 / 3, 3.0, 3.0])
     # A label on every image, or on none, keeps weight 1 (0 would stop it learning).

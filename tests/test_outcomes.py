@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgpipe.outcomes import dumps, loads, record_outcomes
+from imgpipe.task.outcomes import dumps, loads, record_outcomes
 
 CLASSES = ["cat", "dog", "fox"]
 

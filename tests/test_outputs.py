@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from imgpipe.outputs import atomic_dir, atomic_file, scratch_dir, signals_deferred, staged_outputs
+from imgpipe.core.atomic import atomic_dir, atomic_file, scratch_dir, signals_deferred, staged_outputs
 
 
 def tree(folder):
@@ -168,7 +168,7 @@ def test_a_kill_during_commit_never_leaves_a_complete_mix(tmp_path, monkeypatch,
     # Three old outputs out of the way, three new ones in: six renames. Whichever one the kill
     # lands before, the outputs are all old, all new, or at least one is missing (so `dvc repro`
     # reruns the stage and `dvc commit` refuses) -- never old and new files side by side.
-    import imgpipe.outputs as outputs
+    import imgpipe.core.atomic as outputs
 
     with staged_outputs() as staged:
         write_set(staged, tmp_path, "old")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgpipe.errors import UserError
-from imgpipe.params import (
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import (
     AugmentParams,
     DataParams,
     ImageParams,

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from helpers import copy_project, run, stage_in_process
-from imgpipe.outcomes import loads
+from imgpipe.task.outcomes import loads
 
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 
@@ -108,7 +108,7 @@ def test_outputs_are_hard_links_into_the_cache(project: Path, committed_run):
 
 def test_rerun_over_read_only_linked_outputs(project: Path):
     old_objects = [c for _, c in cached_files(project, "data/augmented")]
-    # By hand, the stage moves the read-only links aside and deletes them (imgpipe.outputs).
+    # By hand, the stage moves the read-only links aside and deletes them (imgpipe.core.atomic).
     stage_in_process("augment", cwd=project, check=True)
     assert_cache_intact(old_objects)
     assert run(["dvc", "status"], project).stdout.strip() == "Data and pipelines are up to date."

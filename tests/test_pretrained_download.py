@@ -25,11 +25,12 @@ import yaml
 from torchvision.models import Weights, WeightsEnum
 
 from helpers import copy_prepared, stage_in_process
-from imgpipe.checkpoint import load_checkpoint
-from imgpipe.errors import UserError
-from imgpipe.models import create_model, registry
-from imgpipe.models.registry import get_model_entry, register_model
-from imgpipe.pretrained import imagenet_cache_file, load_pretrained
+from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model, registry
+from imgpipe.models.catalog import get_model_entry
+from imgpipe.models.registry import register_model
+from imgpipe.models.pretrained import imagenet_cache_file, load_pretrained
 
 MODEL = "_cnn_served_weights"  # registered by the `served` fixture only
 ENUM = "ServedCnn_Weights"  # the enum torchvision's get_weight finds it under, for that fixture only

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from imgpipe.progress import progress
+from imgpipe.core.progress import progress
 
 
 class FakeTerminal(io.StringIO):

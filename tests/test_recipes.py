@@ -266,9 +266,9 @@ def provide_imagenet_weights(recipe: Recipe, torch_home: Path) -> Path | None:
         return None
     import torch
 
-    from imgpipe.models import create_model
-    from imgpipe.models.registry import get_model_entry
-    from imgpipe.pretrained import imagenet_cache_file
+    from imgpipe.models.catalog import create_model
+    from imgpipe.models.catalog import get_model_entry
+    from imgpipe.models.pretrained import imagenet_cache_file
 
     model = recipe.get("model") or repo_params()["model"]
     path = imagenet_cache_file(get_model_entry(model))

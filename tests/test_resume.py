@@ -93,7 +93,7 @@ def test_state_written_at_the_best_epoch_holds_its_weights_once(tmp_path: Path):
     tensors once, and loading gives the same weights under both keys."""
     from types import SimpleNamespace
 
-    from imgpipe.resume import LoopState, cpu_weights, save_state, state_payload
+    from imgpipe.train.resume import LoopState, cpu_weights, save_state, state_payload
 
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64))
     optimizer = torch.optim.Adam(model.parameters())

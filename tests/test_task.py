@@ -1,4 +1,4 @@
-"""The task decides once and owns every single-label vs multi-label difference (imgpipe.task)."""
+"""The task decides once and owns every single-label vs multi-label difference (imgpipe.task.tasks)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from imgpipe.checkpoint import ModelSpec
+from imgpipe.models.checkpoint import ModelSpec
 from imgpipe.data.labelsets import make_table, natural_sorted
-from imgpipe.decision import DecisionRule
-from imgpipe.outcomes import record_outcomes
-from imgpipe.params import TrainParams
-from imgpipe.task import Multiclass, Multilabel, task_from_spec, task_of
+from imgpipe.task.decision import DecisionRule
+from imgpipe.task.outcomes import record_outcomes
+from imgpipe.core.params import TrainParams
+from imgpipe.task.tasks import Multiclass, Multilabel, task_from_spec, task_of
 
 SINGLE_TABLE = pd.DataFrame({"path": ["a", "b", "c", "d"], "label": ["p10", "p2", "cat", "p2"]})
 MULTI_TABLE = make_table(["a", "b", "c"], ["p1=0", "p1=1", "sunny"], np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0]]))
@@ -100,7 +100,7 @@ def test_outcome_records_round_trip_through_the_tasks_codec(task, actual, predic
 
 
 def test_params_that_do_not_fit_the_task_are_refused_before_any_image_is_decoded():
-    from imgpipe.errors import UserError
+    from imgpipe.core.errors import UserError
 
     base = TrainParams()
     with pytest.raises(UserError, match="val/f1_micro is for multi-label"):

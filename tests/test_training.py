@@ -12,14 +12,14 @@ import torch
 import torchvision
 
 from conftest import write_shapes_dataset
-from imgpipe.checkpoint import load_checkpoint
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.sources import download
 from imgpipe.data.split import write_split
-from imgpipe.errors import UserError
-from imgpipe.params import AugmentParams, ImageParams, SplitParams, TrainParams
-from imgpipe.pretrained import imagenet_cache_file
-from imgpipe.models.registry import get_model_entry
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import AugmentParams, ImageParams, SplitParams, TrainParams
+from imgpipe.models.pretrained import imagenet_cache_file
+from imgpipe.models.catalog import get_model_entry
 
 TINY = TrainParams(epochs=2, batch_size=8, lr=0.01, log_every=1)
 IMAGE = ImageParams(size=28, channels=1, normalize=True)
@@ -44,7 +44,7 @@ def history(out: Path, metric: str) -> list[float]:
 
 
 def run_train(prepared: Path, out: Path, model: str = "cnn", params: TrainParams = TINY, image: ImageParams = IMAGE):
-    from imgpipe.training import train
+    from imgpipe.train.stage import train
 
     best = train(model, image, params, 0, prepared / "annotations.csv", prepared / "augmented",
                  out / "model.pt", out / "metrics")

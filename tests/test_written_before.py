@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from imgpipe.checkpoint import load_checkpoint
-from imgpipe.data.tensors import LabelledImages
-from imgpipe.models import create_model
-from imgpipe.params import TrainParams
-from imgpipe.resume import load_payload, restore_state
-from imgpipe.task import Multiclass
-from imgpipe.training import make_fit
+from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.feed.tensors import LabelledImages
+from imgpipe.models.catalog import create_model
+from imgpipe.core.params import TrainParams
+from imgpipe.train.resume import load_payload, restore_state
+from imgpipe.task.tasks import Multiclass
+from imgpipe.train.stage import make_fit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "written_before_layers"
 RUN_ID = "written-before-layers"

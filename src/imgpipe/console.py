@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.cli import make_app, reports_user_errors
-from imgpipe.errors import UserError
-from imgpipe.review import review as build_review
+from imgpipe.core.stage_app import make_app, reports_user_errors
+from imgpipe.core.errors import UserError
+from imgpipe.review.report import review as build_review
 from imgpipe.review.report import plots_folder
 from imgpipe.review.revisions import WORKSPACE
 from imgpipe.review.stats import RESAMPLES
@@ -67,8 +67,8 @@ def train_worker(
     root, at the head's commit, after `dvc pull` (docs/distributed.md). The options override
     params.yaml's launch keys, which are not part of what is trained, so an `exp run -S` on the
     head needs no edit here."""
-    from imgpipe.distributed import join, rank_argv
-    from imgpipe.params import load_params
+    from imgpipe.train.distributed import join, rank_argv
+    from imgpipe.core.params import load_params
 
     script = Path("stages/train.py")
     if not script.is_file():
@@ -87,7 +87,7 @@ def predict(
 ) -> None:
     """Classify new images as the predict stage does (same reader, same decision rule) and list the
     top-k classes with their probabilities; to stdout, progress to stderr (docs/inference.md)."""
-    from imgpipe.prediction import FORMATS, images_named, prediction_rows
+    from imgpipe.predict.stage import FORMATS, images_named, prediction_rows
 
     if top_k < 1:
         raise UserError(f"--top-k {top_k}: give an integer >= 1")
@@ -113,7 +113,7 @@ def evaluate(
 ) -> None:
     """Score the model on a labelled folder with the evaluate stage's metrics: the data is read
     as the download stage reads data.source, every image counts as test (docs/inference.md)."""
-    from imgpipe.external import evaluate_data
+    from imgpipe.evaluate.on_data import evaluate_data
 
     metrics = evaluate_data(model, data, out)
     shown = {k: f"{v:.4f}" if isinstance(v, float) else v for k, v in metrics.items() if isinstance(v, int | float)}

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from imgpipe.data.augment import augment_dataset
-from imgpipe.layout import MANIFEST
-from imgpipe.data.tensors import members
-from imgpipe.errors import UserError
-from imgpipe.params import AugmentParams
+from imgpipe.core.layout import MANIFEST
+from imgpipe.feed.tensors import members
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import AugmentParams
 
 from conftest import write_shapes_dataset
 

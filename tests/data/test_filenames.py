@@ -22,7 +22,7 @@ from PIL import Image
 
 from imgpipe.data.filenames import compile_pattern, matched_name, sequence_labels
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 PETS = r"(?P<label>.+)_\d+"
 CAPTCHA = r"(?P<sequence>[a-z0-9]+)"

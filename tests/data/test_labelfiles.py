@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgpipe.data.labelfiles import find_annotations, read_label_source
 from imgpipe.data.labelsets import label_matrix, label_names
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 
 def write_images(root: Path, *names: str) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from imgpipe.data.sources import download
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 SHAPES = ("circle", "cross", "square")
 

@@ -10,9 +10,9 @@ import pytest
 
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.split import SPLITS, allocate, class_counts, split_dataset, write_split
-from imgpipe.data.tensors import members
-from imgpipe.errors import UserError
-from imgpipe.params import AugmentParams, SplitParams
+from imgpipe.feed.tensors import members
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import AugmentParams, SplitParams
 
 from conftest import write_shapes_dataset
 

@@ -11,11 +11,12 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from imgpipe.errors import UserError
-from imgpipe.models import create_model, list_models, register_model
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model, list_models
 from imgpipe.models.efficientnet import MBConv
 from imgpipe.models import registry
-from imgpipe.models.registry import get_model_entry, model_args_of
+from imgpipe.models.catalog import get_model_entry
+from imgpipe.models.registry import model_args_of, register_model
 
 NUM_CLASSES = 5
 ALL_MODELS = [

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from imgpipe.metrics import classification_metrics, multilabel_metrics
-from imgpipe.outcomes import record_outcomes
+from imgpipe.task.metrics import classification_metrics, multilabel_metrics
+from imgpipe.task.outcomes import record_outcomes
 from imgpipe.review import stats
 from imgpipe.review.stats import compare_paired, compare_unpaired, interval, mcnemar_exact, summarize_alone
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from imgpipe.data.labelsets import label_columns
-from imgpipe.errors import UserError
-from imgpipe.layout import ANNOTATION_COLUMNS, LABEL
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import ANNOTATION_COLUMNS, LABEL
 
 
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imgpipe.errors import UserError
-from imgpipe.params import DataParams
-from imgpipe.progress import progress
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import DataParams
+from imgpipe.core.progress import progress
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MIB = 1 << 20

@@ -28,9 +28,9 @@ from PIL import Image, ImageOps
 from imgpipe.data.labelsets import label_columns, positive_labels
 from imgpipe.data.readers import escape_name, list_images, open_image, unsafe_in_tables
 from imgpipe.data.shards import ShardWriter, shard_count, shard_name
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 from imgpipe.data.pictures import sample_sheet
-from imgpipe.layout import (
+from imgpipe.core.layout import (
     LABEL,
     LABELS_FILE,
     MANIFEST,
@@ -38,9 +38,9 @@ from imgpipe.layout import (
     SOURCES_FILE,
     SPLIT_ON_DISK,
 )
-from imgpipe.outputs import staged_outputs
-from imgpipe.params import AugmentParams
-from imgpipe.progress import progress
+from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.params import AugmentParams
+from imgpipe.core.progress import progress
 
 SAMPLE_ROWS = 4  # sources in the sample sheet: few, so the committed PNG stays small
 ESTIMATE_FROM = 16  # sources whose copies' size sets the shard count

@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from imgpipe.data.labelsets import make_table
-from imgpipe.layout import IMAGES_DIR
+from imgpipe.core.layout import IMAGES_DIR
 
 GROUPS = 60  # ~30 digit instances each, ~3 per class
 CANVAS = 64

@@ -28,8 +28,8 @@ import pandas as pd
 from imgpipe.data.ingest import Image, Report, inspect_file, list_files, source_name, split_folders
 from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import IMAGE_EXTENSIONS, junk_reason
-from imgpipe.errors import UserError
-from imgpipe.progress import progress
+from imgpipe.core.errors import UserError
+from imgpipe.core.progress import progress
 
 LABEL_GROUP = "label"
 SEQUENCE_GROUP = "sequence"

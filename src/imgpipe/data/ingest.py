@@ -49,8 +49,8 @@ from imgpipe.data.readers import (
     unescape_name,
     unsafe_in_tables,
 )
-from imgpipe.errors import UserError
-from imgpipe.layout import (
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import (
     FILES_LIST,
     IMAGES_DIR,
     LABELS_FILE,
@@ -58,7 +58,7 @@ from imgpipe.layout import (
     REPORT_FILE,
     SOURCES_FILE,
 )
-from imgpipe.progress import progress
+from imgpipe.core.progress import progress
 
 SPLIT_FOLDERS = {
     "train": "train", "training": "train",

@@ -26,7 +26,7 @@ import pandas as pd
 
 from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import escape_name, list_images
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv")
 FOLDER_NAMES = ("annotations", "labels")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from imgpipe.layout import LABEL, LABEL_PREFIX
+from imgpipe.core.layout import LABEL, LABEL_PREFIX
 
 
 
@@ -43,7 +43,7 @@ def positive_labels(row: Mapping[str, str]) -> list[str]:
 
 def is_multilabel(table: pd.DataFrame) -> bool:
     """The one test of a table's task: `label:<name>` columns (else one `label` column).
-    Training and later stages ask `imgpipe.task.task_of(table)`, which uses it."""
+    Training and later stages ask `imgpipe.task.tasks.task_of(table)`, which uses it."""
     return bool(label_columns(table))
 
 

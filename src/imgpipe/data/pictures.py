@@ -1,6 +1,6 @@
 """Small pictures for people to look at, drawn with Pillow (no torch: the augment stage uses them):
 an image with its caption (a tile), a sheet of rows of titled images, each a palette PNG of a few KB
-so git can hold it (`imgpipe.gallery` draws the evaluate stage's worst test images with these)."""
+so git can hold it (`imgpipe.evaluate.gallery` draws the evaluate stage's worst test images with these)."""
 
 from __future__ import annotations
 

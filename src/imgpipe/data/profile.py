@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from imgpipe.data.readers import Readable, UnreadableImage, load_pixels
-from imgpipe.params import AUTO, ImageParams
+from imgpipe.core.params import AUTO, ImageParams
 
 SAMPLE = 1000  # training originals looked at, at most
 SIZE_RANGE = (32, 64)  # px, what `auto` may choose (see above)

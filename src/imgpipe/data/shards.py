@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from imgpipe.layout import SHARDS_DIR
+from imgpipe.core.layout import SHARDS_DIR
 
 SHARD_BYTES = 64 * 2**20  # about this many bytes per shard (from an estimate: see augment_dataset)
 

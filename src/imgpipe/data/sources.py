@@ -53,10 +53,10 @@ from imgpipe.data.readers import (
     junk_reason,
     list_images,
 )
-from imgpipe.errors import UserError
-from imgpipe.layout import IMAGES_DIR
-from imgpipe.outputs import staged_outputs
-from imgpipe.params import DataParams
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import IMAGES_DIR
+from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.params import DataParams
 
 UNLISTED = "not named in the annotation file"
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible

@@ -16,10 +16,10 @@ import pandas as pd
 
 from imgpipe.data.labelsets import is_multilabel, label_matrix, label_sets
 from imgpipe.data.stratify import SPLITS, iterative_split
-from imgpipe.errors import UserError
-from imgpipe.layout import LABEL, MANIFEST, SPLIT_ON_DISK
-from imgpipe.outputs import staged_outputs
-from imgpipe.params import SplitParams
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import LABEL, MANIFEST, SPLIT_ON_DISK
+from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.params import SplitParams
 
 
 def split_dataset(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.DataFrame:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from imgpipe.errors import UserError
-from imgpipe.params import PIPELINE_MODEL_ARGS, TYPE_NAMES, convert, require
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import PIPELINE_MODEL_ARGS, TYPE_NAMES, convert, require
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum

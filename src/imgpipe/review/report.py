@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgpipe.data.labelsets import natural_key
-from imgpipe.layout import OUTCOMES_FILE
-from imgpipe.outcomes import Outcomes, loads
-from imgpipe.outputs import staged_outputs
+from imgpipe.core.layout import OUTCOMES_FILE
+from imgpipe.task.outcomes import Outcomes, loads
+from imgpipe.core.atomic import staged_outputs
 from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
     WORKSPACE,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 WORKSPACE = "workspace"  # DVC's name for the working tree
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse, stats
 
-from imgpipe.outcomes import Outcomes
+from imgpipe.task.outcomes import Outcomes
 
 ALPHA = 0.05  # a change is significant when p < ALPHA; intervals are 1 - ALPHA
 LEVEL = f"{100 * (1 - ALPHA):g}%"  # of the intervals, as the report names it

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from imgpipe.data.batches import batches
-from imgpipe.data.tensors import to_model_input
-from imgpipe.device import model_device
+from imgpipe.feed.batches import batches
+from imgpipe.feed.tensors import to_model_input
+from imgpipe.feed.device import model_device
 
 
 @torch.no_grad()

@@ -28,4 +28,4 @@ SPLIT_ON_DISK = "split_on_disk"  # the split folder an image shipped in ("" when
 ANNOTATION_COLUMNS = ("path", "source", "transform", "file", "offset", "size", "split", "md5")
 
 # evaluate -> metrics/evaluate
-OUTCOMES_FILE = "outcomes.json"  # each test image's outcome (imgpipe.outcomes), for `imgpipe review`
+OUTCOMES_FILE = "outcomes.json"  # each test image's outcome (imgpipe.task.outcomes), for `imgpipe review`

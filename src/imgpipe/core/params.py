@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 
 @dataclass(frozen=True)

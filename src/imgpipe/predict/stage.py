@@ -16,15 +16,15 @@ from typing import TextIO
 import pandas as pd
 import torch
 
-from imgpipe.checkpoint import load_checkpoint
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import IMAGE_EXTENSIONS, Readable, list_images, shown_path
-from imgpipe.data.tensors import load_images, members
-from imgpipe.device import resolve_device
-from imgpipe.errors import UserError
-from imgpipe.inference import predict_logits
-from imgpipe.outputs import atomic_file
-from imgpipe.task import Task, task_from_spec
+from imgpipe.feed.tensors import load_images, members
+from imgpipe.feed.device import resolve_device
+from imgpipe.core.errors import UserError
+from imgpipe.feed.inference import predict_logits
+from imgpipe.core.atomic import atomic_file
+from imgpipe.task.tasks import Task, task_from_spec
 
 PROB_PREFIX = "prob:"  # Multilabel.prediction_rows: one column per label
 TOP_K = "top_k"  # the key of a row's k most probable classes (labels), from prediction_rows(top_k=k)

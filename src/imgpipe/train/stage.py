@@ -6,7 +6,7 @@ params and data continues from there, ending with the same metrics as an uninter
 
 Training runs at the model's pace: every image is decoded once into a memory-mapped uint8 file
 beside the model, and the online augmentations and normalisation run on whole batches on the
-device (`imgpipe.data.batches`). On a CUDA GPU (used when present) batches are gathered one ahead
+device (`imgpipe.feed.batches`). On a CUDA GPU (used when present) batches are gathered one ahead
 on a background thread and travel pinned and non-blocking, and the model runs channels_last
 under mixed precision (`train.amp`); `train.compile` compiles it on any device.
 """
@@ -29,26 +29,26 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from imgpipe.checkpoint import ModelSpec, write_checkpoint
+from imgpipe.models.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.batches import OnlineAugment, batches
+from imgpipe.feed.batches import OnlineAugment, batches
 from imgpipe.data.profile import needs_profile, profile_images, resolve_image
-from imgpipe.data.tensors import LabelledImages, channel_stats, load_split, map_split, members, to_model_input
-from imgpipe.device import amp_dtype, resolve_device
-from imgpipe.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
-from imgpipe.errors import UserError
-from imgpipe.footprint import check_fits, estimate
-from imgpipe.inference import predict_logits
-from imgpipe.models.registry import create_model, get_model_entry
-from imgpipe.optim import LossFn, Schedule, create_optimizer, create_schedule
-from imgpipe.outputs import scratch_dir, staged_outputs
-from imgpipe.params import LAUNCH_KEYS, ImageParams, TrainParams
-from imgpipe.pretrained import fetch_imagenet_weights, freeze_backbone, load_pretrained, normalization, set_train_mode
-from imgpipe.progress import progress
-from imgpipe.resume import (
+from imgpipe.feed.tensors import LabelledImages, channel_stats, load_split, map_split, members, to_model_input
+from imgpipe.feed.device import amp_dtype, resolve_device
+from imgpipe.train.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
+from imgpipe.core.errors import UserError
+from imgpipe.train.footprint import check_fits, estimate
+from imgpipe.feed.inference import predict_logits
+from imgpipe.models.catalog import create_model, get_model_entry
+from imgpipe.train.optim import LossFn, Schedule, create_optimizer, create_schedule
+from imgpipe.core.atomic import scratch_dir, staged_outputs
+from imgpipe.core.params import LAUNCH_KEYS, ImageParams, TrainParams
+from imgpipe.models.pretrained import fetch_imagenet_weights, freeze_backbone, load_pretrained, normalization, set_train_mode
+from imgpipe.core.progress import progress
+from imgpipe.train.resume import (
     STATE_FILE, LoopState, StateWriter, cpu_weights, load_payload, restore_state, state_payload, truncate_history,
 )
-from imgpipe.task import Multiclass, Task, task_of
+from imgpipe.task.tasks import Multiclass, Task, task_of
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
 
@@ -75,7 +75,7 @@ class Fit:
     # (several ranks) and/or torch.compile (`train.compile`); `model` holds the weights.
     wrapped: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
-    ranks: Ranks = field(default=SINGLE)  # this process's share of the work (imgpipe.distributed)
+    ranks: Ranks = field(default=SINGLE)  # this process's share of the work (imgpipe.train.distributed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.wrapped or self.model)(x)

@@ -3,7 +3,7 @@
 
 With `train.nproc_per_node` or `train.nnodes` above 1 the train stage does not train itself: it
 launches its workers through torchrun, each running the same stage script, which finds itself
-under torchrun (`imgpipe.cli.in_worker`) and trains its share as one rank. Nothing here opens a socket or
+under torchrun (`imgpipe.core.stage_app.in_worker`) and trains its share as one rank. Nothing here opens a socket or
 manages a process: the launcher starts, watches and stops the workers, the c10d rendezvous
 brings the machines together, and the ranks talk through `torch.distributed` collectives.
 
@@ -31,10 +31,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from imgpipe.cli import USER_ERROR_KIND, Terminated, in_worker
-from imgpipe.device import resolve_device
-from imgpipe.errors import UserError
-from imgpipe.params import TrainParams
+from imgpipe.core.stage_app import USER_ERROR_KIND, Terminated, in_worker
+from imgpipe.feed.device import resolve_device
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import TrainParams
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ the model file (`spec_fields`, read back by `task_from_spec`), so evaluate and p
 decision rule training chose. A new metric or output is one method on each class.
 
 What a result is per image (names, one-hot, exact match, the outcome record's codec) is the
-numpy-only base of each task in `imgpipe.kinds`, so `imgpipe review` runs without torch.
+numpy-only base of each task in `imgpipe.task.kinds`, so `imgpipe review` runs without torch.
 
 Shapes: logits and probabilities are (N, K). Single-label targets and decisions are (N,) class
 indices; multi-label ones are (N, K) 0/1 label sets.
@@ -32,10 +32,10 @@ from imgpipe.data.labelsets import (
     natural_sorted,
     split_group,
 )
-from imgpipe.decision import DecisionRule, one_of_groups, tune_thresholds
-from imgpipe.errors import UserError
-from imgpipe.kinds import LabelSets, SingleLabel
-from imgpipe.metrics import (
+from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
+from imgpipe.core.errors import UserError
+from imgpipe.task.kinds import LabelSets, SingleLabel
+from imgpipe.task.metrics import (
     classes_without_examples,
     classification_metrics,
     confusion_counts,
@@ -46,11 +46,11 @@ from imgpipe.metrics import (
     per_class_table,
     per_label_table,
 )
-from imgpipe.optim import LOSSES, MULTILABEL_LOSSES, LossFn, choose, positive_weights
-from imgpipe.params import TrainParams
+from imgpipe.train.optim import LOSSES, MULTILABEL_LOSSES, LossFn, choose, positive_weights
+from imgpipe.core.params import TrainParams
 
 if TYPE_CHECKING:
-    from imgpipe.checkpoint import ModelSpec
+    from imgpipe.models.checkpoint import ModelSpec
 
 
 @dataclass(frozen=True)

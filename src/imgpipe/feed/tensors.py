@@ -23,12 +23,12 @@ import torch
 
 from imgpipe.data.readers import Readable, load_pixels, shown_path
 from imgpipe.data.shards import Member
-from imgpipe.errors import UserError
-from imgpipe.layout import SHARDS_DIR
-from imgpipe.progress import progress
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import SHARDS_DIR
+from imgpipe.core.progress import progress
 
 if TYPE_CHECKING:
-    from imgpipe.task import Task
+    from imgpipe.task.tasks import Task
 
 STATS_CHUNK = 4096  # images per step when computing channel statistics
 DECODE_CHUNK = 256  # images handed to the decoding threads at a time

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import typer
 
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -34,7 +34,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def reports_user_errors(func: F) -> F:
     """Turn a `UserError` into one line on stderr and exit 1; Ctrl-C and SIGTERM exit 130 and
-    143 after the staged outputs are discarded (see `imgpipe.outputs`)."""
+    143 after the staged outputs are discarded (see `imgpipe.core.atomic`)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -62,7 +62,7 @@ def reports_user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# A distributed training rank (see `imgpipe.distributed`) hands its errors to torchrun's launcher
+# A distributed training rank (see `imgpipe.train.distributed`) hands its errors to torchrun's launcher
 # through the error file the launcher names, so the launcher reports the first one once.
 USER_ERROR_KIND = "imgpipe.UserError"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgpipe.errors import UserError
-from imgpipe.models.registry import create_model
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model
 
 GB = 1024**3
 WEIGHT_COPIES = 4  # weights, gradients, and Adam's two moments

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from imgpipe.data.pictures import draw_tile, to_image
-from imgpipe.kinds import LabelSets, SingleLabel
+from imgpipe.task.kinds import LabelSets, SingleLabel
 
 MAX_MISTAKES = 12  # tiles the evaluate stage writes, at most
 

@@ -1,9 +1,9 @@
 """The two kinds of result, per image: one class (`SingleLabel`) or a set of labels (`LabelSets`).
 
 Each kind's name, its words, its one-hot view, what counts as right, and how the evaluate
-stage's per-image outcome record stores it (`imgpipe.outcomes`). numpy only: `imgpipe review`
+stage's per-image outcome record stores it (`imgpipe.task.outcomes`). numpy only: `imgpipe review`
 reads outcome records without importing torch. The tasks that train and predict
-(`imgpipe.task.Multiclass`, `Multilabel`) extend these.
+(`imgpipe.task.tasks.Multiclass`, `Multilabel`) extend these.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Feed training batches at the model's pace: gather, copy to the device, augment there.
 
-The decoded uint8 images (in memory or memory-mapped, see `imgpipe.data.tensors`) are gathered a
+The decoded uint8 images (in memory or memory-mapped, see `imgpipe.feed.tensors`) are gathered a
 batch at a time (on CUDA one batch ahead, on a background thread) and copied to the device. The
 online augmentations then run on whole uint8 batches on the device, so they cost a few
 element-wise ops per batch instead of a PIL call per image.
@@ -73,7 +73,7 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """(images, targets[, plan(batch size)]) in `order`, `batch_size` at a time, on `device`.
 
-    With `share` (a distributed rank's, `imgpipe.distributed.Ranks.share`) only that part of each
+    With `share` (a distributed rank's, `imgpipe.train.distributed.Ranks.share`) only that part of each
     batch, after the whole batch's `plan` is drawn: every rank draws the same random numbers, so
     the images are augmented as on a single process.
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, StepLR
 
-from imgpipe.errors import UserError
-from imgpipe.params import TrainParams
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import TrainParams
 
 Params = Iterable[nn.Parameter]
 
@@ -53,7 +53,7 @@ def _on_sigmoid(loss: nn.Module) -> LossFn:
 
 
 # Multi-label targets are (B, K) 0/1 floats; every label is its own binary decision. Which table
-# serves a run, and `auto`, are the task's choice (`imgpipe.task`).
+# serves a run, and `auto`, are the task's choice (`imgpipe.task.tasks`).
 MULTILABEL_LOSSES: dict[str, Callable[[torch.Tensor | None], LossFn]] = {
     "bce": lambda pos_weight: nn.BCEWithLogitsLoss(pos_weight=pos_weight),
     "multilabel_soft_margin": lambda pos_weight: nn.MultiLabelSoftMarginLoss(),

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 from imgpipe.models.registry import ModelEntry, create_model, get_model_entry, list_models
 
 

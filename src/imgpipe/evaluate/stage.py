@@ -1,6 +1,6 @@
 """The evaluate stage: test-split metrics, a per-class (per-label) table, confusion counts,
-each test image's outcome (`imgpipe.outcomes`, for the review of a pull request) and pictures of
-the test images the model got most wrong (`imgpipe.gallery`)."""
+each test image's outcome (`imgpipe.task.outcomes`, for the review of a pull request) and pictures of
+the test images the model got most wrong (`imgpipe.evaluate.gallery`)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,24 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from imgpipe.checkpoint import load_checkpoint
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.data.annotations import read_annotations
-from imgpipe.data.tensors import load_split
-from imgpipe.device import resolve_device
-from imgpipe.errors import UserError
-from imgpipe.gallery import mistake_tiles
-from imgpipe.inference import predict_logits
-from imgpipe.layout import OUTCOMES_FILE
-from imgpipe.metrics import label_confusion_counts
-from imgpipe.outcomes import record_outcomes, write_outcomes
-from imgpipe.outputs import atomic_dir, scratch_dir
-from imgpipe.task import Task, task_from_spec, task_of
+from imgpipe.feed.tensors import load_split
+from imgpipe.feed.device import resolve_device
+from imgpipe.core.errors import UserError
+from imgpipe.evaluate.gallery import mistake_tiles
+from imgpipe.feed.inference import predict_logits
+from imgpipe.core.layout import OUTCOMES_FILE
+from imgpipe.task.metrics import label_confusion_counts
+from imgpipe.task.outcomes import record_outcomes, write_outcomes
+from imgpipe.core.atomic import atomic_dir, scratch_dir
+from imgpipe.task.tasks import Task, task_from_spec, task_of
 
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict:
     """Score the model on the test split; writes metrics.json, per_class.csv, confusion.json,
     label_confusion.json (a 2x2 matrix per class or label), outcomes.json and, through dvclive,
-    plots/images/mistake_<rank>.png: the worst test images as the model saw them (`imgpipe.gallery`)."""
+    plots/images/mistake_<rank>.png: the worst test images as the model saw them (`imgpipe.evaluate.gallery`)."""
     model, spec = load_checkpoint(model_path)
     task = task_from_spec(spec)
     table = read_annotations(annotations)

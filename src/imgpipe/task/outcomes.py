@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.kinds import KINDS, LabelSets, SingleLabel
+from imgpipe.task.kinds import KINDS, LabelSets, SingleLabel
 
 FORMAT = 1
 ENCODING = (
@@ -31,7 +31,7 @@ ENCODING = (
 
 @dataclass(frozen=True)
 class Outcomes:
-    task: str  # a name in imgpipe.kinds.KINDS: multiclass | multilabel
+    task: str  # a name in imgpipe.task.kinds.KINDS: multiclass | multilabel
     classes: list[str]  # class (multi-label: label) names, the columns of `one_hot`
     test_set: str  # sha256 of the test images' md5 and truth, in the stored order
     actual: np.ndarray  # (N,) class indices, or (N, K) 0/1 for multi-label
@@ -42,7 +42,7 @@ class Outcomes:
 
     @property
     def kind(self) -> type[SingleLabel | LabelSets]:
-        """The kind of result (`imgpipe.kinds`): how its outcomes are compared and named."""
+        """The kind of result (`imgpipe.task.kinds`): how its outcomes are compared and named."""
         return KINDS[self.task]
 
     def one_hot(self) -> tuple[np.ndarray, np.ndarray]:

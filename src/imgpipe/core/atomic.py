@@ -109,7 +109,7 @@ class StagedOutputs:
 def staged_outputs() -> Iterator[StagedOutputs]:
     """Stage several outputs; they replace their targets only if the block completes.
 
-    On any error, Ctrl-C or SIGTERM (see `imgpipe.cli`) the temporaries are removed and the
+    On any error, Ctrl-C or SIGTERM (see `imgpipe.core.stage_app`) the temporaries are removed and the
     targets are untouched.
     """
     staged = StagedOutputs()

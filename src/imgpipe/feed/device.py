@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgpipe.errors import UserError
+from imgpipe.core.errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

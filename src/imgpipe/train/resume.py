@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Self
 
 import torch
 
-from imgpipe.outputs import atomic_file
+from imgpipe.core.atomic import atomic_file
 
 if TYPE_CHECKING:
-    from imgpipe.training import Fit
+    from imgpipe.train.stage import Fit
 
 STATE_FILE = "state.pt"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgpipe.errors import UserError
-from imgpipe.models import create_model
-from imgpipe.outputs import atomic_file
+from imgpipe.core.errors import UserError
+from imgpipe.models.catalog import create_model
+from imgpipe.core.atomic import atomic_file
 
 # 2 added the multi-label fields (version 1 files load as multiclass); 3 added model_args, so an
 # older imgpipe refuses a file whose model it would rebuild without them.
@@ -30,7 +30,7 @@ class ModelSpec:
     mean: list[float]
     std: list[float]
     model_args: dict = field(default_factory=dict)  # params.yaml's `model_args`, passed to create_model
-    # The task and its decision rule (`imgpipe.task`: `spec_fields` writes them, `task_from_spec` reads them)
+    # The task and its decision rule (`imgpipe.task.tasks`: `spec_fields` writes them, `task_from_spec` reads them)
     task: str = "multiclass"  # or multilabel: `classes` are then the labels
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label
     groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decoded by argmax
