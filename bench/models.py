@@ -25,7 +25,9 @@ from imgpipe.task.metrics import classification_metrics
 from imgpipe.models.catalog import list_models
 from imgpipe.core.params import load_params
 from imgpipe.task.tasks import task_of
-from imgpipe.train.stage import build_model, make_fit, resolved_image, seed_everything, train_one_epoch
+from imgpipe.train.fit import build_model, make_fit, seed_everything
+from imgpipe.train.loop import train_one_epoch
+from imgpipe.train.stage import resolved_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

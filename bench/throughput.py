@@ -77,7 +77,8 @@ from imgpipe.feed.inference import predict_logits
 from imgpipe.core.atomic import scratch_dir
 from imgpipe.core.params import Params, TrainParams, load_params
 from imgpipe.task.tasks import task_of
-from imgpipe.train.stage import Fit, build_model, make_fit, seed_everything, train_one_epoch, train_step
+from imgpipe.train.fit import Fit, build_model, make_fit, seed_everything
+from imgpipe.train.loop import train_one_epoch, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,22 +249,23 @@ CODE_FILES = ("dvc.yaml", "stages", "src")  # what differs between the trees `--
 # parent (cProfile keeps each caller's share of a function's cumulative time), or from anywhere
 # for a parent of None; the indent nests parts inside the part above them. A generator's time
 # (`batches`) is its resumptions'.
-TRAINING, BATCHES, RESUME, LIVE = "imgpipe/train/stage.py", "imgpipe/feed/batches.py", "imgpipe/train/resume.py", "dvclive/live.py"
+STAGE, LOOP, BATCHES = "imgpipe/train/stage.py", "imgpipe/train/loop.py", "imgpipe/feed/batches.py"
+RESUME, LIVE = "imgpipe/train/resume.py", "dvclive/live.py"
 PARTS = (
-    (0, "the epoch loop (run_epochs)", [((TRAINING, "run_epochs"), None)]),
-    (1, "train epoch (train_one_epoch)", [((TRAINING, "train_one_epoch"), (TRAINING, "run_epochs"))]),
-    (2, "train steps (train_step: forward, backward, optimizer)", [((TRAINING, "train_step"), (TRAINING, "train_one_epoch"))]),
+    (0, "the epoch loop (run_epochs)", [((LOOP, "run_epochs"), None)]),
+    (1, "train epoch (train_one_epoch)", [((LOOP, "train_one_epoch"), (LOOP, "run_epochs"))]),
+    (2, "train steps (train_step: forward, backward, optimizer)", [((LOOP, "train_step"), (LOOP, "train_one_epoch"))]),
     (2, "batch gathering, online augmentation, normalisation", [
-        ((BATCHES, "batches"), None), ((BATCHES, "apply"), (TRAINING, "train_one_epoch")),
-        (("imgpipe/feed/tensors.py", "to_model_input"), (TRAINING, "train_one_epoch"))]),
-    (2, "per-batch logging (on_batch: dvclive)", [((TRAINING, "on_batch"), (TRAINING, "train_one_epoch"))]),
-    (1, "validation (validate)", [((TRAINING, "validate"), None)]),  # called through torch.no_grad's wrapper
-    (1, "dvclive per-epoch metrics and summary", [((LIVE, "log_metric"), (TRAINING, "run_epochs")),
-                                                  ((LIVE, "make_summary"), (TRAINING, "run_epochs"))]),
-    (1, "best epoch's weights copied to the CPU (cpu_weights)", [((RESUME, "cpu_weights"), (TRAINING, "run_epochs"))]),
-    (1, "resume state (checkpoint: state_payload, StateWriter.save)", [((TRAINING, "checkpoint"), (TRAINING, "run_epochs"))]),
-    (2, "copied to the CPU (state_payload)", [((RESUME, "state_payload"), (TRAINING, "checkpoint"))]),
-    (2, "waiting for the last epoch's write (StateWriter.save)", [((RESUME, "save"), (TRAINING, "checkpoint"))]),
+        ((BATCHES, "batches"), None), ((BATCHES, "apply"), (LOOP, "train_one_epoch")),
+        (("imgpipe/feed/tensors.py", "to_model_input"), (LOOP, "train_one_epoch"))]),
+    (2, "per-batch logging (on_batch: dvclive)", [((LOOP, "on_batch"), (LOOP, "train_one_epoch"))]),
+    (1, "validation (validate)", [((LOOP, "validate"), None)]),  # called through torch.no_grad's wrapper
+    (1, "dvclive per-epoch metrics and summary", [((LIVE, "log_metric"), (LOOP, "run_epochs")),
+                                                  ((LIVE, "make_summary"), (LOOP, "run_epochs"))]),
+    (1, "best epoch's weights copied to the CPU (cpu_weights)", [((RESUME, "cpu_weights"), (LOOP, "run_epochs"))]),
+    (1, "resume state (checkpoint: state_payload, StateWriter.save)", [((STAGE, "checkpoint"), (LOOP, "run_epochs"))]),
+    (2, "copied to the CPU (state_payload)", [((RESUME, "state_payload"), (STAGE, "checkpoint"))]),
+    (2, "waiting for the last epoch's write (StateWriter.save)", [((RESUME, "save"), (STAGE, "checkpoint"))]),
 )
 
 

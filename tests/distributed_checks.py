@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgpipe.data import tensors
+from imgpipe.feed import tensors
 from imgpipe.data.annotations import read_annotations
 from imgpipe.train.distributed import worker
 from imgpipe.task.tasks import task_of

@@ -29,7 +29,7 @@ def test_end_to_end_breakdown_reads_each_callers_share_from_cprofile(monkeypatch
     spec = importlib.util.spec_from_file_location("bench_throughput_parts", BENCH / "throughput.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    training, live = "/x/src/imgpipe/train/stage.py", "/venv/site-packages/dvclive/live.py"
+    training, live = "/x/src/imgpipe/train/loop.py", "/venv/site-packages/dvclive/live.py"
     run_epochs, on_batch = (training, 441, "run_epochs"), (training, 449, "on_batch")
     stats = {  # pstats' layout: (file, line, name) -> (primitive calls, calls, own s, cumulative s, callers)
         run_epochs: (1, 1, 0.1, 9.0, {}),
@@ -37,7 +37,7 @@ def test_end_to_end_breakdown_reads_each_callers_share_from_cprofile(monkeypatch
         (live, 500, "log_metric"): (48, 48, 0.2, 0.7, {on_batch: (4, 4, 0.1, 0.4), run_epochs: (44, 44, 0.1, 0.3)}),
         ("/elsewhere/training.py", 1, "run_epochs"): (1, 1, 5.0, 5.0, {}),  # not imgpipe's file: not counted
     }
-    assert bench.part_seconds(stats, [(("imgpipe/train/stage.py", "run_epochs"), None)]) == 9.0
-    per_epoch = [(("dvclive/live.py", "log_metric"), ("imgpipe/train/stage.py", "run_epochs"))]
+    assert bench.part_seconds(stats, [(("imgpipe/train/loop.py", "run_epochs"), None)]) == 9.0
+    per_epoch = [(("dvclive/live.py", "log_metric"), ("imgpipe/train/loop.py", "run_epochs"))]
     assert bench.part_seconds(stats, per_epoch) == 0.3
     assert bench.child_parts(0) == [i for i, part in enumerate(bench.PARTS) if part[0] == 1]

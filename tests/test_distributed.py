@@ -40,6 +40,12 @@ def train(work: Path, name: str, procs: int, model: str, model_args: dict | None
     return work / name
 
 
+def weights_apart(a: Path, b: Path, tolerance: float) -> int:
+    """How many weights of the two model files differ by more than `tolerance`."""
+    wa, wb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
+    return sum(int(((wa[k].double() - wb[k].double()).abs() > tolerance).sum()) for k in wa)
+
+
 def history(folder: Path) -> dict[str, list[float]]:
     """Every per-epoch validation metric dvclive logged, in epoch order."""
     found = {}
@@ -68,7 +74,11 @@ def test_mlp_on_two_processes_learns_what_one_does(work: Path):
     two = train(work, "mlp2", 2, "mlp")
     weights, metrics = weight_diff(one, two), history_diff(one, two)
     print(f"\nmlp, 1 vs 2 processes: largest weight difference {weights:.2e}, largest val metric difference {metrics:.2e}")
-    assert weights < 1e-5
+    # Float sums in another order differ in the last bits; Adam's step (m / sqrt(v)) can blow that
+    # up for a weight whose gradient is near zero: on one Xeon, one weight of the 640,000 moved
+    # 3.0e-5, every other less than 1e-5. A wrongly weighted gradient moves most weights by ~lr.
+    assert weights < 1e-4
+    assert weights_apart(one, two, 1e-5) <= 10
     assert metrics < 1e-5
     assert not list(work.glob("mlp2/.*")), "the decoded images' scratch folder or resume state was left behind"
 

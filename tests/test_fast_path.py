@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgpipe.data import tensors
+from imgpipe.feed import tensors
 from imgpipe.feed.batches import OnlineAugment, ahead, batches
 from imgpipe.data.readers import load_pixels
 from imgpipe.feed.tensors import LabelledImages, channel_stats, load_images, to_model_input
@@ -24,7 +24,8 @@ from imgpipe.core.errors import UserError
 from imgpipe.feed.inference import predict_logits
 from imgpipe.models.catalog import create_model
 from imgpipe.core.params import TrainParams
-from imgpipe.train.stage import Fit, make_fit, train_one_epoch
+from imgpipe.train.fit import Fit, make_fit
+from imgpipe.train.loop import train_one_epoch
 from messy import odd_images
 
 TRAIN = TrainParams(epochs=1, batch_size=8, lr=0.01)

@@ -20,7 +20,8 @@ from imgpipe.feed.tensors import load_split
 from imgpipe.models.catalog import create_model
 from imgpipe.core.params import TrainParams
 from imgpipe.task.tasks import task_of
-from imgpipe.train.stage import build_model, make_fit, train_one_epoch, unfrozen
+from imgpipe.train.fit import build_model, make_fit, unfrozen
+from imgpipe.train.loop import train_one_epoch
 
 STATE = Path("models/.model.pt.resume/state.pt")
 

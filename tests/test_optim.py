@@ -14,7 +14,8 @@ from imgpipe.core.errors import UserError
 from imgpipe.train.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
 from imgpipe.core.params import TrainParams
 from imgpipe.task.tasks import Multiclass, Multilabel
-from imgpipe.train.stage import Fit, train_one_epoch
+from imgpipe.train.fit import Fit
+from imgpipe.train.loop import train_one_epoch
 
 BASE = TrainParams(lr=0.05, epochs=4)
 SINGLE = Multiclass(["a", "b", "c"])  # the loss is the task's choice (imgpipe.task.tasks)

@@ -27,7 +27,8 @@ from torchvision.models import Weights, WeightsEnum
 from helpers import copy_prepared, stage_in_process
 from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.core.errors import UserError
-from imgpipe.models.catalog import create_model, registry
+from imgpipe.models import registry
+from imgpipe.models.catalog import create_model
 from imgpipe.models.catalog import get_model_entry
 from imgpipe.models.registry import register_model
 from imgpipe.models.pretrained import imagenet_cache_file, load_pretrained

@@ -18,7 +18,7 @@ from imgpipe.models.catalog import create_model
 from imgpipe.core.params import TrainParams
 from imgpipe.train.resume import load_payload, restore_state
 from imgpipe.task.tasks import Multiclass
-from imgpipe.train.stage import make_fit
+from imgpipe.train.fit import make_fit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "written_before_layers"
 RUN_ID = "written-before-layers"

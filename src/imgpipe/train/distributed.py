@@ -31,10 +31,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from imgpipe.core.stage_app import USER_ERROR_KIND, Terminated, in_worker
-from imgpipe.feed.device import resolve_device
 from imgpipe.core.errors import UserError
 from imgpipe.core.params import TrainParams
+from imgpipe.core.stage_app import USER_ERROR_KIND, Terminated, in_worker
+from imgpipe.feed.device import resolve_device
 
 T = TypeVar("T")
 

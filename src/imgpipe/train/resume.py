@@ -14,7 +14,7 @@ import torch
 from imgpipe.core.atomic import atomic_file
 
 if TYPE_CHECKING:
-    from imgpipe.train.stage import Fit
+    from imgpipe.train.fit import Fit
 
 STATE_FILE = "state.pt"
 
