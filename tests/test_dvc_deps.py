@@ -13,7 +13,6 @@ imports none of them.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import re
 from collections import deque
@@ -24,55 +23,12 @@ import pytest
 import yaml
 
 from imgpipe.feed.tensors import members
+from support.imports import imported_names, inert, module_file
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = "src/imgpipe"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 IMAGE_READERS = ("train", "evaluate", "predict")
-
-
-def runtime_nodes(tree: ast.AST):
-    """Every node of `tree` (function bodies included) except those under `if TYPE_CHECKING:`."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            todo.extend(node.orelse)
-        else:
-            todo.extend(ast.iter_child_nodes(node))
-
-
-def imported_names(path: Path, package: str) -> set[str]:
-    """Absolute names of the modules `path` imports; `from m import x` gives `m` and `m.x` (x may
-    be a submodule). `package` (the file's own package) resolves relative imports."""
-    names = set()
-    for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            parent = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            base = ".".join([*parent, *([node.module] if node.module else [])])
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
-
-
-def module_file(name: str, root: Path) -> str | None:
-    """The file (relative to `root`) that importing module `name` runs, if it is part of imgpipe."""
-    if name.split(".")[0] != "imgpipe":
-        return None
-    base = root / "src" / Path(*name.split("."))
-    for file in (base.with_suffix(".py"), base / "__init__.py"):
-        if file.is_file():
-            return file.relative_to(root).as_posix()
-    return None
-
-
-def inert(file: Path) -> bool:
-    """An `__init__.py` that is empty or only a docstring."""
-    body = ast.parse(file.read_text()).body
-    return file.name == "__init__.py" and all(isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) for s in body)
 
 
 def closure(script: str, root: Path = REPO) -> dict[str, str]:

@@ -18,8 +18,9 @@ from PIL import Image
 from imgpipe.data import pictures as drawing
 from imgpipe.data.augment import SAMPLE_ROWS, augment_dataset, sample_sources
 from imgpipe.data.pictures import IMAGE_SIDE, draw_tile, fit
-from imgpipe.evaluate.gallery import MAX_MISTAKES, highest_first, mistake_name, mistake_tiles, worst_images
-from imgpipe.task.kinds import LabelSets, SingleLabel
+from imgpipe.evaluate.gallery import MAX_MISTAKES, mistake_name, mistake_tiles, worst_images
+from imgpipe.task.mistakes import highest_first
+from imgpipe.task.kinds import MultilabelKind, MulticlassKind
 from imgpipe.core.params import AugmentParams
 
 TILE_BYTES = 12_000  # a tile's PNG, at most, whatever the picture (noise is the worst case)
@@ -43,7 +44,7 @@ def test_highest_first_breaks_ties_by_the_next_key_then_by_index():
 
 
 def test_single_label_worst_are_the_highest_losses_in_order():
-    task = SingleLabel(["cat", "dog", "owl"])
+    task = MulticlassKind(["cat", "dog", "owl"])
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(40, 3)) * 3
     y_true = rng.integers(0, 3, size=40)
@@ -65,7 +66,7 @@ def test_single_label_worst_are_the_highest_losses_in_order():
 
 
 def test_a_confident_mistake_outranks_an_unsure_right_answer():
-    task = SingleLabel(["a", "b"])
+    task = MulticlassKind(["a", "b"])
     logits = np.array([[2.0, 0.0], [0.1, 0.0], [0.0, 6.0], [5.0, 0.0]])  # truth a: right, unsure, very wrong, right
     worst = worst_images(task, logits, np.zeros(4, dtype=int), logits.argmax(1), k=12)
     assert [w.index for w in worst] == [2, 1, 0, 3]  # all 4: fewer test images than MAX_MISTAKES
@@ -74,7 +75,7 @@ def test_a_confident_mistake_outranks_an_unsure_right_answer():
 
 
 def test_multilabel_worst_have_the_most_wrong_labels_then_the_higher_loss():
-    task = LabelSets(["circle", "cross", "square"])
+    task = MultilabelKind(["circle", "cross", "square"])
     y_true = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0]])
     y_pred = np.array([[1, 0, 0], [0, 0, 0], [1, 0, 1], [0, 1, 0], [0, 0, 0]])  # wrong: 0, 2, 1, 3, 1 labels
     logits = np.where(y_pred == 1, 1.0, -1.0)
@@ -129,7 +130,7 @@ def test_mistake_tiles_are_named_by_rank_and_bounded():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
     logits = rng.normal(size=(30, 4))
-    tiles = mistake_tiles(SingleLabel(list("abcd")), images, logits, rng.integers(0, 4, 30), logits.argmax(1))
+    tiles = mistake_tiles(MulticlassKind(list("abcd")), images, logits, rng.integers(0, 4, 30), logits.argmax(1))
     assert list(tiles) == [mistake_name(r) for r in range(1, MAX_MISTAKES + 1)]
     assert list(tiles)[:2] == ["mistake_01.png", "mistake_02.png"]
     assert all(png_bytes(t) < TILE_BYTES for t in tiles.values())

@@ -11,7 +11,8 @@ from torch import nn
 
 from imgpipe.feed.tensors import LabelledImages
 from imgpipe.core.errors import UserError
-from imgpipe.train.optim import LOSSES, OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
+from imgpipe.task.losses import LOSSES
+from imgpipe.train.optim import OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule, warmup_cosine
 from imgpipe.core.params import TrainParams
 from imgpipe.task.tasks import Multiclass, Multilabel
 from imgpipe.train.fit import Fit
@@ -168,7 +169,7 @@ def test_auto_loss_is_bce_for_multilabel_and_cross_entropy_otherwise():
 
 
 def test_pos_weight_auto_is_negatives_over_positives_per_label():
-    from imgpipe.train.optim import positive_weights
+    from imgpipe.task.losses import positive_weights
 
     assert positive_weights(ML_TARGETS).tolist() == pytest.approx([1 / 3, 3.0, 3.0])
     # A label on every image, or on none, keeps weight 1 (0 would stop it learning).

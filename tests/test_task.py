@@ -107,3 +107,11 @@ def test_params_that_do_not_fit_the_task_are_refused_before_any_image_is_decoded
         Multiclass(["a"]).check_params(dataclasses.replace(base, monitor="val/f1_micro"))
     with pytest.raises(UserError, match="'cross_entropy' is single-label"):
         Multilabel(["a"]).check_params(dataclasses.replace(base, loss="cross_entropy"))
+
+
+def test_the_task_param_offers_auto_and_every_kind():
+    """params.yaml's `task:` choices (core, which cannot import the task layer) name the kinds."""
+    from imgpipe.core.params import TASK_CHOICES
+    from imgpipe.task.kinds import KINDS
+
+    assert TASK_CHOICES == ("auto", *KINDS)

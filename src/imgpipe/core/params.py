@@ -102,7 +102,7 @@ class SplitParams:
 # where each value comes from. model_args cannot set them.
 PIPELINE_MODEL_ARGS = {"num_classes": "the classes in the data", "in_channels": "image.channels", "image_size": "image.size"}
 MONITORS = ("val/accuracy", "val/f1_macro", "val/f1_micro", "val/loss")
-TASKS = ("auto", "multiclass", "multilabel")
+TASK_CHOICES = ("auto", "multiclass", "multilabel")  # `task:`; the kinds are imgpipe.task.kinds.KINDS (tests/test_task.py)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -233,7 +233,7 @@ class Params:
     predict: PredictParams = field(default_factory=PredictParams)
 
     def __post_init__(self) -> None:
-        require(self.task in TASKS, "task", self.task, " | ".join(TASKS))
+        require(self.task in TASK_CHOICES, "task", self.task, " | ".join(TASK_CHOICES))
         for name in self.model_args:
             if name in PIPELINE_MODEL_ARGS:
                 raise UserError(f"'model_args.{name}' is not for model_args: imgpipe sets it from {PIPELINE_MODEL_ARGS[name]}")
@@ -357,3 +357,10 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """A range check: a UserError naming `key`, its value and what is allowed."""
     if not ok:
         raise UserError(f"'{key}' is {value!r}; allowed: {allowed}")
+
+
+def choose(table: dict, key: str, value: str):
+    """`table[value]`, or a one-line error naming `train.<key>` and the choices."""
+    if value not in table:
+        raise UserError(f"params: train.{key} '{value}' is unknown; choose one of: {', '.join(table)}")
+    return table[value]

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.ingest import Image, Report, inspect_file, list_files, source_name, split_folders
+from imgpipe.data.ingest import SourceImage, Report, inspect_file, list_files, source_name, split_folders
 from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import IMAGE_EXTENSIONS, junk_reason
 from imgpipe.core.errors import UserError
@@ -66,7 +66,7 @@ def matched_name(name: str) -> str:
     return name[: -len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else name
 
 
-def scan_named_images(root: Path, pattern: re.Pattern[str], report: Report) -> list[tuple[Image, str]]:
+def scan_named_images(root: Path, pattern: re.Pattern[str], report: Report) -> list[tuple[SourceImage, str]]:
     """Every usable image below `root` whose name matches, with the text of its named group.
 
     Junk, undecodable files and names that do not match are skipped and reported. With `label`,
@@ -74,7 +74,7 @@ def scan_named_images(root: Path, pattern: re.Pattern[str], report: Report) -> l
     """
     group = SEQUENCE_GROUP if is_sequence(pattern) else LABEL_GROUP
     splits = split_folders(root)
-    found: list[tuple[Image, str]] = []
+    found: list[tuple[SourceImage, str]] = []
     for path in progress(list_files(root), desc="check images"):
         origin = source_name(path, root)
         parts = PurePosixPath(origin).parts
@@ -94,7 +94,7 @@ def scan_named_images(root: Path, pattern: re.Pattern[str], report: Report) -> l
                 report.skip(origin, f"the {group} group of data.filename_pattern matched '{text}', not a name")
             else:
                 info, digest = checked
-                found.append((Image(origin, origin, info, digest, label=text, split=split), text))
+                found.append((SourceImage(origin, origin, info, digest, label=text, split=split), text))
     if not found:
         raise UserError(
             f"data.filename_pattern: no image file name under '{root}' matches '{pattern.pattern}' "
@@ -113,10 +113,10 @@ def _example_name(report: Report) -> str:
     return matched_name(names[0]) if names else "?"
 
 
-def as_class_images(found: list[tuple[Image, str]]) -> list[Image]:
+def as_class_images(found: list[tuple[SourceImage, str]]) -> list[SourceImage]:
     """Single-label: each image filed under `<class>/<its path in the source>`."""
     return [
-        Image(image.origin, f"{label}/{image.origin}", image.info, image.digest, label=label, split=image.split)
+        SourceImage(image.origin, f"{label}/{image.origin}", image.info, image.digest, label=label, split=image.split)
         for image, label in found
     ]
 
@@ -137,7 +137,7 @@ def sequence_labels(sequences: list[str]) -> tuple[list[str], np.ndarray]:
     return labels, targets
 
 
-def as_sequence_table(found: list[tuple[Image, str]], report: Report) -> pd.DataFrame:
+def as_sequence_table(found: list[tuple[SourceImage, str]], report: Report) -> pd.DataFrame:
     """Multi-label: the label table of the sequences, with the `origin`, `digest` and `info`
     columns `imgpipe.data.ingest.write_table` copies by."""
     images = [image for image, _ in found]

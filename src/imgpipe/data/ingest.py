@@ -71,7 +71,7 @@ FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "B
 
 
 @dataclass(frozen=True)
-class Image:
+class SourceImage:
     """One usable image of the source."""
 
     origin: str  # path relative to the source root, as the user named it (`escape_name`d)
@@ -201,7 +201,7 @@ def split_folders(root: Path) -> dict[str, str]:
     return found
 
 
-def scan_class_folders(root: Path, report: Report) -> list[Image]:
+def scan_class_folders(root: Path, report: Report) -> list[SourceImage]:
     """Every usable image of a folder-per-class dataset (maybe split on disk), skipping the rest."""
     splits = split_folders(root)
     class_dirs: dict[str, str] = {}  # class -> its first folder, for the error when it ends up empty
@@ -216,7 +216,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
             f"data.source: '{root}' has no class sub-folders" + (f" ({loose} images directly inside)" if loose else "")
             + "; point data.source at the folder holding one sub-folder per class: <source>/<class>/<image>"
         )
-    images: list[Image] = []
+    images: list[SourceImage] = []
     for path in progress(list_files(root), desc="check images"):
         origin = source_name(path, root)
         parts = PurePosixPath(origin).parts
@@ -231,7 +231,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
         elif found := inspect_file(path, origin, report):
             info, digest = found
             dest = PurePosixPath(inner[0], *parts[:1] if split else (), *inner[1:])  # <class>/[<split>/]...
-            images.append(Image(origin, dest.as_posix(), info, digest, label=inner[0], split=split))
+            images.append(SourceImage(origin, dest.as_posix(), info, digest, label=inner[0], split=split))
     labels = {image.label for image in images}
     for name, where in class_dirs.items():
         if name not in labels:
@@ -245,7 +245,7 @@ def scan_class_folders(root: Path, report: Report) -> list[Image]:
     return images
 
 
-def class_folders_as_table(images: list[Image]) -> pd.DataFrame:
+def class_folders_as_table(images: list[SourceImage]) -> pd.DataFrame:
     """`task: multilabel` on class folders: a label table with one positive label per image."""
     classes = natural_sorted({image.label for image in images})
     index = {name: k for k, name in enumerate(classes)}
@@ -341,15 +341,15 @@ def group_duplicates(groups: Sequence[str], sets: Iterable[list[int]], names: Se
     return out
 
 
-def keep_first_per_class(images: list[Image], limit: int) -> list[Image]:
+def keep_first_per_class(images: list[SourceImage], limit: int) -> list[SourceImage]:
     """The first `limit` images of each class in output-path order (`data.limit`)."""
-    by_class: dict[str, list[Image]] = defaultdict(list)
+    by_class: dict[str, list[SourceImage]] = defaultdict(list)
     for image in sorted(images, key=lambda im: im.dest):
         by_class[image.label].append(image)
     return [image for members in by_class.values() for image in members[:limit]]
 
 
-def write_class_folders(root: Path, images: list[Image], out: Path, report: Report) -> None:
+def write_class_folders(root: Path, images: list[SourceImage], out: Path, report: Report) -> None:
     """Copy the images to `out/<class>/...` and write `sources.csv` (origin, group, on-disk split)."""
     images = _renamed(images, report)
     sets = duplicate_sets(image.digest for image in images)
@@ -384,7 +384,7 @@ def copy_files(root: Path, pairs: list[tuple[str, str]], out: Path) -> None:
         shutil.copyfile(root / unescape_name(origin), target)
 
 
-def _renamed(images: list[Image], report: Report) -> list[Image]:
+def _renamed(images: list[SourceImage], report: Report) -> list[SourceImage]:
     """Give images without an image extension (`scan` holding a PNG) the extension of their format."""
     taken = {image.dest for image in images}
     out = []
@@ -397,7 +397,7 @@ def _renamed(images: list[Image], report: Report) -> list[Image]:
                 n += 1
             taken.add(dest)
             report.renamed.append({"file": image.origin, "to": dest})
-            image = Image(image.origin, dest, image.info, image.digest, image.label, image.split)
+            image = SourceImage(image.origin, dest, image.info, image.digest, image.label, image.split)
         out.append(image)
     return out
 

@@ -16,6 +16,7 @@ from imgpipe.data.annotations import read_annotations
 from imgpipe.feed.tensors import load_split
 from imgpipe.feed.device import resolve_device
 from imgpipe.core.errors import UserError
+from imgpipe.core.notes import say
 from imgpipe.evaluate.gallery import mistake_tiles
 from imgpipe.feed.inference import predict_logits
 from imgpipe.core.layout import OUTCOMES_FILE
@@ -44,6 +45,7 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
         # explained by seeing that input. Drawn here, while the memory-mapped images exist.
         mistakes = mistake_tiles(task, test.images, logits.numpy(), y_true, y_pred)
     scores = task.test_scores(y_true, y_pred)
+    say("evaluate", scores.notes)
     outcomes = record_outcomes(rows["md5"].tolist(), task.classes, y_true, y_pred, task.name)
     with atomic_dir(out_dir) as tmp:
         with Live(str(tmp), dvcyaml=None, save_dvc_exp=False) as live:

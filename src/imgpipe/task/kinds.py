@@ -1,4 +1,4 @@
-"""The two kinds of result, per image: one class (`SingleLabel`) or a set of labels (`LabelSets`).
+"""The two kinds of result, per image: one class (`MulticlassKind`) or a set of labels (`MultilabelKind`).
 
 Each kind's name, its words, its one-hot view, what counts as right, and how the evaluate
 stage's per-image outcome record stores it (`imgpipe.task.outcomes`). numpy only: `imgpipe review`
@@ -14,9 +14,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from imgpipe.task.mistakes import Worst, worst_label_sets, worst_single_label
+
 
 @dataclass(frozen=True)
-class SingleLabel:
+class MulticlassKind:
     """Per image, a class index (N,)."""
 
     classes: list[str]
@@ -49,9 +51,13 @@ class SingleLabel:
             raise ValueError(f"{len(values)} class indices for {n} images of {k} classes")
         return values
 
+    def worst(self, logits: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> list[Worst]:
+        """The `k` images with the highest loss, captioned (`imgpipe.task.mistakes`)."""
+        return worst_single_label(list(self.classes), logits, y_true, y_pred, k)
+
 
 @dataclass(frozen=True)
-class LabelSets:
+class MultilabelKind:
     """Per image, 0/1 per label (N, K)."""
 
     classes: list[str]
@@ -81,8 +87,12 @@ class LabelSets:
         packed = np.frombuffer(raw, dtype=np.uint8).reshape(n, (k + 7) // 8)
         return np.unpackbits(packed, axis=1, count=k)  # (N, K) uint8
 
+    def worst(self, logits: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> list[Worst]:
+        """The `k` images with the most wrong labels, captioned (`imgpipe.task.mistakes`)."""
+        return worst_label_sets(list(self.classes), logits, y_true, y_pred, k)
 
-KINDS: dict[str, type[SingleLabel | LabelSets]] = {cls.name: cls for cls in (SingleLabel, LabelSets)}
+
+KINDS: dict[str, type[MulticlassKind | MultilabelKind]] = {cls.name: cls for cls in (MulticlassKind, MultilabelKind)}
 
 
 def _index_dtype(k: int) -> np.dtype:

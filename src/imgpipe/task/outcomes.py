@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.task.kinds import KINDS, LabelSets, SingleLabel
+from imgpipe.task.kinds import KINDS, MultilabelKind, MulticlassKind
 
 FORMAT = 1
 ENCODING = (
@@ -41,7 +41,7 @@ class Outcomes:
         return len(self.actual)
 
     @property
-    def kind(self) -> type[SingleLabel | LabelSets]:
+    def kind(self) -> type[MulticlassKind | MultilabelKind]:
         """The kind of result (`imgpipe.task.kinds`): how its outcomes are compared and named."""
         return KINDS[self.task]
 

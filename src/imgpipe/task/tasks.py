@@ -16,7 +16,6 @@ indices; multi-label ones are (N, K) 0/1 label sets.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,7 +33,8 @@ from imgpipe.data.labelsets import (
 )
 from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.core.errors import UserError
-from imgpipe.task.kinds import LabelSets, SingleLabel
+from imgpipe.core.notes import Note
+from imgpipe.task.kinds import MultilabelKind, MulticlassKind
 from imgpipe.task.metrics import (
     classes_without_examples,
     classification_metrics,
@@ -46,24 +46,25 @@ from imgpipe.task.metrics import (
     per_class_table,
     per_label_table,
 )
-from imgpipe.train.optim import LOSSES, MULTILABEL_LOSSES, LossFn, choose, positive_weights
-from imgpipe.core.params import TrainParams
+from imgpipe.core.params import TrainParams, choose
+from imgpipe.task.losses import LOSSES, MULTILABEL_LOSSES, LossFn, positive_weights
 
 if TYPE_CHECKING:
     from imgpipe.models.checkpoint import ModelSpec
 
 
 @dataclass(frozen=True)
-class TestScores:
+class HeldOutScores:
     """The evaluate stage's results on the test split."""
 
     metrics: dict  # metrics.json
     per_class: list[dict]  # per_class.csv rows (multi-label: per label)
     confusion: list[dict]  # confusion.json rows (multi-label: label co-occurrence)
+    notes: tuple[Note, ...] = ()  # for the evaluate stage to print
 
 
 @dataclass(frozen=True)
-class Multiclass(SingleLabel):
+class Multiclass(MulticlassKind):
     """One class per image: softmax over the classes, argmax decides."""
 
     @classmethod
@@ -100,11 +101,11 @@ class Multiclass(SingleLabel):
         name = self.loss_name(params)
         return choose(LOSSES, "loss", name)(dataclasses.replace(params, loss=name))
 
-    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> Multiclass:
-        return self
+    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> tuple[Multiclass, list[Note]]:
+        return self, []
 
-    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> Multiclass:
-        return self
+    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> tuple[Multiclass, list[Note]]:
+        return self, []
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, K) class probabilities, summing to 1 per image."""
@@ -117,19 +118,21 @@ class Multiclass(SingleLabel):
         scores = classification_metrics(targets.numpy(), self.decide(logits))
         return {"accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
 
-    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> TestScores:
+    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> HeldOutScores:
         """Macro averages cover the classes with test images; the others (too few images for the
-        split) are counted in `classes_without_test_images` and named on stderr."""
+        split) are counted in `classes_without_test_images` and named in a warning."""
         metrics: dict = {**classification_metrics(y_true, y_pred, np.unique(y_true)), "test_images": len(y_true)}
         missing = classes_without_examples(y_true, self.classes)
+        notes = []
         if missing:  # only then, so the metrics of data with every class in test stay as they were
             metrics["classes_without_test_images"] = len(missing)
-            print(f"evaluate: warning: {len(missing)} class(es) have no test image (left out of the macro "
-                  "averages): " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
-        return TestScores(
+            notes.append(Note(f"{len(missing)} class(es) have no test image (left out of the macro "
+                              "averages): " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""), warning=True))
+        return HeldOutScores(
             metrics,
             per_class_table(y_true, y_pred, self.classes),
             confusion_counts(y_true, y_pred, self.classes),
+            tuple(notes),
         )
 
     def check_matches(self, table_task: Multiclass | Multilabel) -> str | None:
@@ -150,7 +153,7 @@ class Multiclass(SingleLabel):
 
 
 @dataclass(frozen=True)
-class Multilabel(LabelSets):
+class Multilabel(MultilabelKind):
     """Any set of labels per image (`classes` are the labels, in vocabulary order): a sigmoid
     per label, decided by `rule` (per-label thresholds, argmax within `group=value` groups)."""
 
@@ -192,25 +195,24 @@ class Multilabel(LabelSets):
         pos_weight = positive_weights(train_targets) if params.pos_weight == "auto" else None
         return choose(MULTILABEL_LOSSES, "loss", self.loss_name(params))(pos_weight)
 
-    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> Multilabel:
+    def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> tuple[Multilabel, list[Note]]:
         """The validation rule: `train.threshold` (0.5 while `tune` waits for the end) and the
-        groups that are one-of in the train split."""
+        groups that are one-of in the train split; a note names the groups that are not."""
         groups, broken = one_of_groups(self.classes, train_targets.numpy())
-        if broken:
-            print(f"train: label group(s) {', '.join(broken)} are not one-of in the train split; "
-                  "decoded per label by threshold")
+        notes = [Note(f"label group(s) {', '.join(broken)} are not one-of in the train split; "
+                      "decoded per label by threshold")] if broken else []
         threshold = 0.5 if params.threshold == "tune" else float(params.threshold)
-        return dataclasses.replace(self, rule=DecisionRule([threshold] * len(self.classes), groups))
+        return dataclasses.replace(self, rule=DecisionRule([threshold] * len(self.classes), groups)), notes
 
-    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> Multilabel:
+    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> tuple[Multilabel, list[Note]]:
         """`threshold: tune`: per-label thresholds for the best F1 on val (`val_logits()` gives
-        the best epoch's validation logits)."""
+        the best epoch's validation logits), and a note of them."""
         if params.threshold != "tune":
-            return self
+            return self, []
         thresholds = tune_thresholds(torch.sigmoid(val_logits()).numpy(), val_targets.numpy())
-        print("train: tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
-              + (" ..." if len(thresholds) > 10 else ""))
-        return dataclasses.replace(self, rule=DecisionRule(list(thresholds), self.rule.groups))
+        note = Note("tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
+                    + (" ..." if len(thresholds) > 10 else ""))
+        return dataclasses.replace(self, rule=DecisionRule(list(thresholds), self.rule.groups)), [note]
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, K) independent per-label probabilities."""
@@ -223,7 +225,7 @@ class Multilabel(LabelSets):
         scores = multilabel_metrics(targets.numpy().astype(np.uint8), self.decide(logits))
         return {"accuracy": scores["exact_match_accuracy"], "f1_macro": scores["f1_macro"], "f1_micro": scores["f1_micro"]}
 
-    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> TestScores:
+    def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> HeldOutScores:
         """Metrics (with per-position accuracy for one-of groups), per-label rows with their
         thresholds, and label co-occurrence counts."""
         y_true = y_true.astype(np.uint8)
@@ -232,13 +234,14 @@ class Multilabel(LabelSets):
             metrics.update(group_accuracy(y_true, y_pred, {split_group(self.classes[m[0]])[0]: m for m in self.rule.groups}))
         missing = labels_without_examples(y_true, self.classes)
         metrics["labels_without_test_examples"] = len(missing)
+        notes = []
         if missing:  # also visible in per_class.csv: support 0, recall and F1 empty
-            print(f"evaluate: {len(missing)} label(s) have no test example (left out of macro averages): "
-                  + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+            notes.append(Note(f"{len(missing)} label(s) have no test example (left out of macro averages): "
+                              + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")))
         per_label = per_label_table(y_true, y_pred, self.classes)
         for row, threshold in zip(per_label, self.rule.thresholds, strict=True):
             row["threshold"] = round(threshold, 6)
-        return TestScores(metrics, per_label, cooccurrence_counts(y_true, y_pred, self.classes))
+        return HeldOutScores(metrics, per_label, cooccurrence_counts(y_true, y_pred, self.classes), tuple(notes))
 
     def check_matches(self, table_task: Multiclass | Multilabel) -> str | None:
         if table_task.classes == self.classes:
@@ -270,7 +273,7 @@ class Multilabel(LabelSets):
 
 
 Task = Multiclass | Multilabel
-TASKS: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}  # by kind
+TASKS_BY_KIND: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}  # by kind
 
 
 def task_of(table: pd.DataFrame) -> Task:
@@ -280,5 +283,5 @@ def task_of(table: pd.DataFrame) -> Task:
 
 def task_from_spec(spec: ModelSpec) -> Task:
     """The task a model file was trained for, with its decision rule."""
-    return TASKS[spec.task].from_spec(spec)
+    return TASKS_BY_KIND[spec.task].from_spec(spec)
 

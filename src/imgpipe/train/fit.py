@@ -20,7 +20,8 @@ from imgpipe.models.catalog import create_model, get_model_entry
 from imgpipe.models.pretrained import freeze_backbone, load_pretrained, normalization
 from imgpipe.task.tasks import Multiclass, Task
 from imgpipe.train.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
-from imgpipe.train.optim import LossFn, Schedule, create_optimizer, create_schedule
+from imgpipe.task.losses import LossFn
+from imgpipe.train.optim import Schedule, create_optimizer, create_schedule
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
 

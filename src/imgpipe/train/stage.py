@@ -26,6 +26,7 @@ from dvclive import Live
 
 from imgpipe.core.atomic import scratch_dir, staged_outputs
 from imgpipe.core.errors import UserError
+from imgpipe.core.notes import say
 from imgpipe.core.params import LAUNCH_KEYS, ImageParams, TrainParams
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.profile import needs_profile, profile_images, resolve_image
@@ -92,8 +93,10 @@ def train(
     ranks.barrier()
     model = build_model(model_name, params, len(task.classes), channels, image.size, model_args)
     train_data, val_data = decode_splits(table, images_root, task, image.size, channels, model_out, ranks)
-    fit = make_fit(model_name, model, params, image.normalize, train_data,
-                   task.for_training(params, train_data.targets), ranks)
+    task, notes = task.for_training(params, train_data.targets)
+    if ranks.main:
+        say("train", notes)
+    fit = make_fit(model_name, model, params, image.normalize, train_data, task, ranks)
     generator = torch.Generator().manual_seed(seed)
     resume_dir = resume_dir_for(model_out)
     state, fit = start_or_resume(resume_dir, run_id, fit, generator, params, len(train_data.targets))
@@ -112,7 +115,8 @@ def train(
     if not ranks.main:
         return None
 
-    task = fit.task.after_training(params, lambda: best_logits(fit, state, val_data), val_data.targets)
+    task, notes = fit.task.after_training(params, lambda: best_logits(fit, state, val_data), val_data.targets)
+    say("train", notes)
     spec = ModelSpec(model_name, task.classes, image.size, channels, fit.mean, fit.std,
                      model_args=dict(model_args or {}), **task.spec_fields())
     with staged_outputs() as staged:  # the model file and its metrics land together
