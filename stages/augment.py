@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
+from imgpipe.core.layout import AUGMENT_METRICS, AUGMENTED, RAW
+from imgpipe.core.params import load_params
 from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.augment import augment_dataset
-from imgpipe.core.params import load_params
 
 app = make_app()
 
@@ -22,9 +23,9 @@ app = make_app()
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `augment`.")] = Path("params.yaml"),
-    raw: Annotated[Path, typer.Option(help="Images from the download stage.")] = Path("data/raw"),
-    out: Annotated[Path, typer.Option(help="Folder for the variants' shards and manifest.csv.")] = Path("data/augmented"),
-    metrics: Annotated[Path, typer.Option(help="Folder for the sample sheet, plots/images/samples.png.")] = Path("metrics/augment"),
+    raw: Annotated[Path, typer.Option(help="Images from the download stage.")] = RAW,
+    out: Annotated[Path, typer.Option(help="Folder for the variants' shards and manifest.csv.")] = AUGMENTED,
+    metrics: Annotated[Path, typer.Option(help="Folder for the sample sheet, plots/images/samples.png.")] = AUGMENT_METRICS,
 ) -> None:
     p = load_params(params)
     manifest = augment_dataset(raw, out, p.augment, seed=p.seed, samples=metrics)

@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
+from imgpipe.core.layout import DOWNLOAD_METRICS, RAW, REPORT_FILE
+from imgpipe.core.params import load_params
 from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.core.layout import REPORT_FILE
-from imgpipe.core.params import load_params
 
 app = make_app()
 
@@ -24,10 +24,10 @@ app = make_app()
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `data` and `task`.")] = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Folder to write.")] = RAW,
     metrics: Annotated[
         Path, typer.Option(help="Folder for report.json (every skipped file, duplicate, conversion) and metrics.json.")
-    ] = Path("metrics/download"),
+    ] = DOWNLOAD_METRICS,
 ) -> None:
     p = load_params(params)
     d = p.data

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.core.stage_app import make_app, reports_user_errors
+from imgpipe.core.layout import ANNOTATIONS, AUGMENTED, MODEL, PREDICTIONS
 from imgpipe.core.params import load_params
+from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.predict.stage import images_to_predict, predict
 
 app = make_app()
@@ -21,10 +22,10 @@ app = make_app()
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `predict`.")] = Path("params.yaml"),
-    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
-    annotations: Annotated[Path, typer.Option(help="Annotation file (used when predict.input is null).")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
-    out: Annotated[Path, typer.Option(help="TSV file to write.")] = Path("predictions/predictions.tsv"),
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = MODEL,
+    annotations: Annotated[Path, typer.Option(help="Annotation file (used when predict.input is null).")] = ANNOTATIONS,
+    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = AUGMENTED,
+    out: Annotated[Path, typer.Option(help="TSV file to write.")] = PREDICTIONS,
 ) -> None:
     p = load_params(params)
     paths = images_to_predict(p.predict.input, annotations, images)

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
+from imgpipe.core.layout import ANNOTATIONS, AUGMENTED, SPLIT_METRICS
+from imgpipe.core.params import load_params
 from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.data.split import write_split
-from imgpipe.core.params import load_params
 
 app = make_app()
 
@@ -21,9 +22,9 @@ app = make_app()
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed` and `split`.")] = Path("params.yaml"),
-    augmented: Annotated[Path, typer.Option(help="Output of the augment stage.")] = Path("data/augmented"),
-    out: Annotated[Path, typer.Option(help="Annotation file to write.")] = Path("data/annotations.csv"),
-    metrics: Annotated[Path, typer.Option(help="Folder for class counts per split.")] = Path("metrics/split"),
+    augmented: Annotated[Path, typer.Option(help="Output of the augment stage.")] = AUGMENTED,
+    out: Annotated[Path, typer.Option(help="Annotation file to write.")] = ANNOTATIONS,
+    metrics: Annotated[Path, typer.Option(help="Folder for class counts per split.")] = SPLIT_METRICS,
 ) -> None:
     p = load_params(params)
     table = write_split(augmented, out, metrics, p.split, seed=p.seed)

@@ -15,9 +15,10 @@ from typing import Annotated
 
 import typer
 
+from imgpipe.core.layout import ANNOTATIONS, AUGMENTED, MODEL, TRAIN_METRICS
+from imgpipe.core.params import load_params
 from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.train.distributed import rank_argv, run_or_launch
-from imgpipe.core.params import load_params
 from imgpipe.train.stage import train
 
 app = make_app()
@@ -27,10 +28,10 @@ app = make_app()
 @reports_user_errors
 def main(
     params: Annotated[Path, typer.Option(help="Params file; reads `seed`, `model`, `model_args`, `image`, `train`.")] = Path("params.yaml"),
-    annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = Path("data/augmented"),
-    out: Annotated[Path, typer.Option(help="Model file to write.")] = Path("models/model.pt"),
-    metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = Path("metrics/train"),
+    annotations: Annotated[Path, typer.Option(help="Annotation file from the split stage.")] = ANNOTATIONS,
+    images: Annotated[Path, typer.Option(help="The augment stage's folder: the annotation file's `file` column is relative to it.")] = AUGMENTED,
+    out: Annotated[Path, typer.Option(help="Model file to write.")] = MODEL,
+    metrics: Annotated[Path, typer.Option(help="dvclive folder for training metrics.")] = TRAIN_METRICS,
 ) -> None:
     p = load_params(params)
     argv = rank_argv(__file__, params=params, annotations=annotations, images=images, out=out, metrics=metrics)

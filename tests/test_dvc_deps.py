@@ -148,3 +148,22 @@ def test_annotations_carry_each_images_md5(prepared_shapes):
     assert in_raw == list(rows["transform"] == "original")
     assert any(in_raw) and not all(in_raw)  # originals in raw, copies in the shards
     assert all(m.name and m.file.suffix == ".tar" for m, r in zip(images, in_raw, strict=True) if not r)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_command_paths_are_the_scripts_defaults(name):
+    """dvc.yaml passes each stage the paths its script defaults to (`imgpipe.core.layout`), so a
+    stage run by hand, `imgpipe train` and bench/ read and write where DVC does."""
+    import importlib.util
+    import inspect
+    import shlex
+
+    words = shlex.split(STAGES[name]["cmd"])
+    given = {words[i][2:]: words[i + 1] for i in range(len(words) - 1) if words[i].startswith("--")}
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    defaults = {p.name.replace("_", "-"): p.default for p in inspect.signature(script.main).parameters.values()}
+    paths = {option: str(value) for option, value in defaults.items() if isinstance(value, Path)}
+    assert paths, f"stages/{name}.py has no path options"
+    assert {o: given.get(o) for o in paths} == paths

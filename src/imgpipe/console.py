@@ -17,10 +17,11 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.core.errors import UserError
-from imgpipe.review.report import review as build_review
+from imgpipe.core.layout import ANNOTATIONS, AUGMENTED, MODEL, TRAIN_METRICS
+from imgpipe.core.stage_app import make_app, reports_user_errors
 from imgpipe.review.report import plots_folder
+from imgpipe.review.report import review as build_review
 from imgpipe.review.revisions import WORKSPACE
 from imgpipe.review.stats import RESAMPLES
 
@@ -57,18 +58,18 @@ def train_worker(
     nnodes: Annotated[int | None, typer.Option(min=2, help="Machines in the run, the head's train.nnodes (default: train.nnodes).")] = None,
     nproc_per_node: Annotated[str | None, typer.Option(help="Ranks on this machine: N or auto (default: train.nproc_per_node).")] = None,
     params: Annotated[Path, typer.Option(help="The params file, the same as the head's.")] = Path("params.yaml"),
-    annotations: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/annotations.csv"),
-    images: Annotated[Path, typer.Option(help="As the train stage's option.")] = Path("data/augmented"),
-    out: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it; decoded images go beside it).")] = Path("models/model.pt"),
-    metrics: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it).")] = Path("metrics/train"),
+    annotations: Annotated[Path, typer.Option(help="As the train stage's option.")] = ANNOTATIONS,
+    images: Annotated[Path, typer.Option(help="As the train stage's option.")] = AUGMENTED,
+    out: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it; decoded images go beside it).")] = MODEL,
+    metrics: Annotated[Path, typer.Option(help="As the train stage's option (only the head writes it).")] = TRAIN_METRICS,
 ) -> None:
     """Join a multi-machine training run whose head machine runs `dvc repro` (or `dvc exp run`)
     with train.nnodes > 1: starts this machine's ranks under torchrun. Run it in the project's
     root, at the head's commit, after `dvc pull` (docs/distributed.md). The options override
     params.yaml's launch keys, which are not part of what is trained, so an `exp run -S` on the
     head needs no edit here."""
-    from imgpipe.train.distributed import join, rank_argv
     from imgpipe.core.params import load_params
+    from imgpipe.train.distributed import join, rank_argv
 
     script = Path("stages/train.py")
     if not script.is_file():
@@ -81,7 +82,7 @@ def train_worker(
 @reports_user_errors
 def predict(
     paths: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_FOLDER", help="Image files, and folders searched recursively.", show_default=False)],
-    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = MODEL,
     top_k: Annotated[int, typer.Option(help="How many of the most probable classes (labels) to list per image.")] = 3,
     output_format: Annotated[str, typer.Option("--format", help="tsv (a header, one row per image) or json (a list of objects).")] = "tsv",
 ) -> None:
@@ -108,7 +109,7 @@ def predict(
 @reports_user_errors
 def evaluate(
     data: Annotated[str, typer.Option(help="Labelled images never seen by the pipeline: a folder (class sub-folders, or images and an annotation file), an archive, or an archive's URL.", show_default=False)],
-    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = Path("models/model.pt"),
+    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = MODEL,
     out: Annotated[Path | None, typer.Option(help="Keep the evaluate stage's files here (metrics.json, per_class.csv, ...); default: printed only.")] = None,
 ) -> None:
     """Score the model on a labelled folder with the evaluate stage's metrics: the data is read

@@ -1,8 +1,22 @@
-"""The names stages pass each other: files inside a stage's output folder, and table columns.
+"""The names stages pass each other: their outputs, files inside them, and table columns.
 
-A stage's output folder itself (data/raw, data/augmented, ...) is named in dvc.yaml and reaches
-the stage as an option. Everything inside it that a later stage reads is named here, once.
+A stage's output reaches it as an option that dvc.yaml sets; its default, for a stage run by
+hand, `imgpipe train` and bench/, is the same path, named here once (tests/test_dvc_deps.py keeps
+dvc.yaml's commands on these). Everything inside an output that a later stage reads is named
+here too.
 """
+
+from pathlib import Path
+
+# Each stage's outputs, as dvc.yaml names them
+RAW = Path("data/raw")  # download
+AUGMENTED = Path("data/augmented")  # augment
+ANNOTATIONS = Path("data/annotations.csv")  # split
+MODEL = Path("models/model.pt")  # train
+PREDICTIONS = Path("predictions/predictions.tsv")  # predict
+DOWNLOAD_METRICS, AUGMENT_METRICS, SPLIT_METRICS, TRAIN_METRICS, EVALUATE_METRICS = (
+    Path("metrics") / stage for stage in ("download", "augment", "split", "train", "evaluate")
+)
 
 # download -> data/raw (and metrics/download)
 IMAGES_DIR = "images"  # multi-label: the images, beside LABELS_FILE
