@@ -65,7 +65,7 @@ $(VENV)/.installed-dev: $(LOCK_DEV) pyproject.toml src/imgpipe/plots_page.py | $
 # x86-64 and Python 3.11, under pip's own constraint file when this machine's pip has one (a cap
 # on torch: pip-compile does not read pip's configured constraint by itself). dev.txt is compiled
 # under base.txt, so the two agree on every package they share. Setuptools (imgpipe's build
-# backend) is in both, through torch; tests/test_lock.py checks that it stays.
+# backend) is in both, through torch; tests/repo/test_lock.py checks that it stays.
 LOCK_VENV := .venv-lock
 PIP_TOOLS := pip-tools==7.6.2
 PIP_CONSTRAINT_FILE := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\.constraint='\(.*\)'/\1/p")

@@ -6,7 +6,7 @@
 # The comment is found by the hidden marker it starts with and by its author, the workflow's
 # GITHUB_TOKEN (github-actions[bot]); it is edited, or created on the first push. Other comments
 # are never touched. Not `gh pr comment --edit-last`: that edits the token's last comment, which
-# can be another workflow's (they all write as github-actions[bot]). tests/test_workflows.py runs
+# can be another workflow's (they all write as github-actions[bot]). tests/e2e/test_workflows.py runs
 # this against a recorded gh.
 set -euo pipefail
 

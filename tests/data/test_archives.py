@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.data.archives import extract_archive, fetch_url, file_sha256
 from imgpipe.core.errors import UserError
+from imgpipe.data.archives import extract_archive, fetch_url, file_sha256
 
 GOOD = {"shapes/circle/a.png": b"circle-a", "shapes/circle/b.png": b"circle-b", "shapes/square/c.png": b"square-c"}
 MIB_TEST = 1 << 20  # 1 MiB of zeros deflates to about 1 KiB

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from support.datasets import write_shapes_dataset
 
-from imgpipe.data.augment import augment_dataset
-from imgpipe.core.layout import MANIFEST
-from imgpipe.feed.tensors import members
 from imgpipe.core.errors import UserError
+from imgpipe.core.layout import MANIFEST
 from imgpipe.core.params import AugmentParams
-
-from conftest import write_shapes_dataset
+from imgpipe.data.augment import augment_dataset
+from imgpipe.feed.tensors import members
 
 PARAMS = AugmentParams(rotations=(-15.0, 15.0), invert=True, shear=25.0)
 
@@ -99,7 +98,7 @@ def test_manifest_has_original_and_one_row_per_transform(tmp_path, small_raw):
     shards = unpacked(out)
     assert sorted(shards) == sorted(copies["path"])
     assert all(shards[p] == images[p] for p in copies["path"])
-    assert image_paths(out) == []  # the sample sheet is a result, in metrics/augment (tests/test_gallery.py)
+    assert image_paths(out) == []  # the sample sheet is a result, in metrics/augment (tests/evaluate/test_gallery.py)
     on_disk = pd.read_csv(out / MANIFEST, dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(on_disk, manifest.astype(str))
 

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from imgpipe.data.builtin import (
-    MAX_LEFT_MARGIN,
     BUILTIN_MULTILABEL,
     DIGITS,
     GROUPS,
+    MAX_LEFT_MARGIN,
     MULTIDIGIT_LABELS,
     digit_tags_layout,
     load_digit_scans,

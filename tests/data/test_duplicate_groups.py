@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from imgpipe.core.params import AugmentParams, SplitParams
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.ingest import group_duplicates
 from imgpipe.data.labelsets import label_matrix
 from imgpipe.data.sources import download
 from imgpipe.data.split import write_split
-from imgpipe.core.params import AugmentParams, SplitParams
 
 
 def test_a_set_within_one_group_stays_there():

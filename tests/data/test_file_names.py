@@ -18,9 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import assert_one_line_error, listing, prepare, stage_in_process, tiny_overrides, write_params
-from odd_names import JUNK, ODD_CLASSES, expected_origins, fs, write_odd_dataset, write_tar, write_zip, zip_reading
 from PIL import Image
+from support.odd_names import (
+    JUNK,
+    ODD_CLASSES,
+    expected_origins,
+    fs,
+    write_odd_dataset,
+    write_tar,
+    write_zip,
+    zip_reading,
+)
+from support.project import assert_one_line_error, listing, prepare, stage_in_process, tiny_overrides, write_params
 
 from imgpipe.data.archives import extract_archive
 from imgpipe.data.readers import escape_name, unescape_name, unsafe_in_tables

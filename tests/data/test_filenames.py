@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import draw_shape
-from helpers import (
+from PIL import Image
+from support.datasets import draw_shape
+from support.project import (
     assert_one_line_error,
     listing,
     run_stages,
     stage_in_process,
     write_params,
 )
-from PIL import Image
 
+from imgpipe.core.errors import UserError
 from imgpipe.data.filenames import compile_pattern, matched_name, sequence_labels
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.core.errors import UserError
 
 PETS = r"(?P<label>.+)_\d+"
 CAPTCHA = r"(?P<sequence>[a-z0-9]+)"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from imgpipe.core.errors import UserError
 from imgpipe.data.labelfiles import find_annotations, read_label_source
 from imgpipe.data.labelsets import label_matrix, label_names
-from imgpipe.core.errors import UserError
 
 
 def write_images(root: Path, *names: str) -> Path:

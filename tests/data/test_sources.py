@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgpipe.data.sources import download
 from imgpipe.core.errors import UserError
+from imgpipe.data.sources import download
 
 SHAPES = ("circle", "cross", "square")
 

@@ -7,14 +7,13 @@ import json
 
 import pandas as pd
 import pytest
+from support.datasets import write_shapes_dataset
 
+from imgpipe.core.errors import UserError
+from imgpipe.core.params import AugmentParams, SplitParams
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.split import SPLITS, allocate, class_counts, split_dataset, write_split
 from imgpipe.feed.tensors import members
-from imgpipe.core.errors import UserError
-from imgpipe.core.params import AugmentParams, SplitParams
-
-from conftest import write_shapes_dataset
 
 TRANSFORMS = ("original", "rotate(-10)", "rotate(10)", "shear")
 

@@ -12,10 +12,9 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from imgpipe.core.errors import UserError
-from imgpipe.models.catalog import create_model, list_models
-from imgpipe.models.efficientnet import MBConv
 from imgpipe.models import registry
-from imgpipe.models.catalog import get_model_entry
+from imgpipe.models.catalog import create_model, get_model_entry, list_models
+from imgpipe.models.efficientnet import MBConv
 from imgpipe.models.registry import model_args_of, register_model
 
 NUM_CLASSES = 5

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from imgpipe.task.metrics import classification_metrics, multilabel_metrics
-from imgpipe.task.outcomes import record_outcomes
 from imgpipe.review import stats
 from imgpipe.review.stats import compare_paired, compare_unpaired, interval, mcnemar_exact, summarize_alone
+from imgpipe.task.metrics import classification_metrics, multilabel_metrics
+from imgpipe.task.outcomes import record_outcomes
 
 CLASSES = [str(i) for i in range(10)]
 

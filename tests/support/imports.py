@@ -1,5 +1,5 @@
 """What a file of src/imgpipe imports, read with `ast` (nothing is imported): shared by
-tests/test_dvc_deps.py (which files a stage runs) and tests/test_layers.py (which way imports go).
+tests/repo/test_dvc_deps.py (which files a stage runs) and tests/repo/test_layers.py (which way imports go).
 
 `import imgpipe.x`, `from imgpipe.x import y` (y may be a submodule), relative imports, and
 imports inside functions (a lazy import still runs). Imports under `if TYPE_CHECKING:` never run:
@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+# The layer packages of src/imgpipe, lowest first (ARCHITECTURE.md draws them in this order); the
+# modules at the top of src/imgpipe are the entry points, above them all.
+LAYERS = ["core", "data", "models", "task", "feed", "train", "evaluate", "predict", "review"]
 
 
 def runtime_nodes(tree: ast.AST, type_checking: bool = False):

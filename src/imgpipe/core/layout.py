@@ -1,7 +1,7 @@
 """The names stages pass each other: their outputs, files inside them, and table columns.
 
 A stage's output reaches it as an option that dvc.yaml sets; its default, for a stage run by
-hand, `imgpipe train` and bench/, is the same path, named here once (tests/test_dvc_deps.py keeps
+hand, `imgpipe train` and bench/, is the same path, named here once (tests/repo/test_dvc_deps.py keeps
 dvc.yaml's commands on these). Everything inside an output that a later stage reads is named
 here too.
 """

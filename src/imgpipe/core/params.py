@@ -102,7 +102,7 @@ class SplitParams:
 # where each value comes from. model_args cannot set them.
 PIPELINE_MODEL_ARGS = {"num_classes": "the classes in the data", "in_channels": "image.channels", "image_size": "image.size"}
 MONITORS = ("val/accuracy", "val/f1_macro", "val/f1_micro", "val/loss")
-TASK_CHOICES = ("auto", "multiclass", "multilabel")  # `task:`; the kinds are imgpipe.task.kinds.KINDS (tests/test_task.py)
+TASK_CHOICES = ("auto", "multiclass", "multilabel")  # `task:`; the kinds are imgpipe.task.kinds.KINDS (tests/task/test_task.py)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -216,7 +216,7 @@ class PredictParams:
 
 @dataclass(frozen=True)
 class Params:
-    """The whole file. Every default equals params.yaml's value (tests/test_params.py checks), so
+    """The whole file. Every default equals params.yaml's value (tests/core/test_params.py checks), so
     deleting a key from params.yaml changes nothing."""
 
     seed: int = 42
