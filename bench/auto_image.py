@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
-from helpers import prepare, write_params  # noqa: E402  (the tests' download -> augment -> split)
-from photos import make_photos  # noqa: E402
+from common import prepare, stage, write_params
+from photos import make_photos
+
+from imgpipe.core.layout import ANNOTATIONS, EVALUATE_METRICS, METRICS_FILE, MODEL
 
 OLD = "32x1"  # the defaults before `auto`: 32 px, grey
 
@@ -37,12 +33,6 @@ def image_params(setting: str) -> dict:
         return {"size": "auto", "channels": "auto"}
     size, channels = setting.split("x")
     return {"size": int(size), "channels": int(channels)}
-
-
-def run_stage(name: str, work: Path) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=work, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, done.stdout
 
 
 def main() -> None:
@@ -60,7 +50,7 @@ def main() -> None:
     photos = make_photos(work / "photos", args.images, args.width, args.height)
     overrides = {"model": args.model, "data": {"source": str(photos)}, "train": {"epochs": args.epochs}}
     prepared = work / "prepared"
-    if not (prepared / "data/annotations.csv").is_file():
+    if not (prepared / ANNOTATIONS).is_file():
         prepare(prepared, overrides)
     print(f"photos: {args.images} JPEGs {args.width}x{args.height}, 10 classes; model {args.model}, {args.epochs} epochs")
     print(f"{'setting':<34} {'resolved':>16} {'train s':>8} {'test accuracy':>14} {'macro F1':>9}")
@@ -70,10 +60,10 @@ def main() -> None:
         shutil.copytree(prepared, folder)
         write_params(folder / "params.yaml", {**overrides, "image": image_params(name)})
         name = "old defaults (32 px, grey)" if name == OLD else name
-        seconds, _ = run_stage("train", folder)
-        run_stage("evaluate", folder)
-        metrics = json.loads((folder / "metrics/evaluate/metrics.json").read_text())
-        spec = torch.load(folder / "models/model.pt", weights_only=True)
+        seconds = stage("train", folder)
+        stage("evaluate", folder)
+        metrics = json.loads((folder / EVALUATE_METRICS / METRICS_FILE).read_text())
+        spec = torch.load(folder / MODEL, weights_only=True)
         resolved = f"{spec['image_size']} px, {spec['channels']} ch"
         print(f"{name:<34} {resolved:>16} {seconds:>8.1f} {metrics['accuracy']:>14.4f} {metrics['f1_macro']:>9.4f}")
 

@@ -5,7 +5,7 @@
 
 Writes a folder-per-class source of `--images` real JPEG files (10 classes of photo crops, from
 bench/photos.py), then, per `--cache-type`, a fresh git + DVC project made from this repo's
-pipeline by `tests/helpers.make_project`, as the end-to-end tests make theirs (dvc.yaml, stages,
+pipeline by `bench/common.py`'s `make_project`, as the end-to-end tests make theirs (dvc.yaml, stages,
 src, .dvc/config; `project` keeps the repo's `cache.type`, any other value is written into the
 copy's .dvc/config). data.source points at the folder; training is kept cheap (model mlp,
 1 epoch, image.size 16) while augment keeps its default settings, so data/augmented holds
@@ -36,7 +36,7 @@ Why .dvc/config says `cache.type = "hardlink,symlink"` (DVC 3.67, dvc-data 3.18)
   still held one file per image: 0 of 250,002 files linked, the same as `copy`.
 - `hardlink,copy` links only outputs whose content is new to the cache: files already cached
   (anything a rerun reproduces, or a byte copy of a file already cached) stay
-  copies, for the same reason (tests/test_pipeline_dvc.py catches it: 30 of 91 files).
+  copies, for the same reason (tests/e2e/test_pipeline_dvc.py catches it: 30 of 91 files).
 - `hardlink` first, and nothing copy-like after it, links every output, and lets DVC move a
   new output into the cache by a hard link instead of copying it. `symlink` is the fallback
   where hard links fail (the cache on another disk: the case the DVC docs give symlinks for,
@@ -60,7 +60,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -68,14 +67,13 @@ from pathlib import Path
 
 import yaml
 
+from common import BIN, REPO, make_project, run
 from photos import make_photos
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import make_project, run  # noqa: E402  (the end-to-end tests' project setup, shared)
+from imgpipe.core.layout import AUGMENTED, RAW
+
 SIZE = 32  # px: DVC's cost is per file and per byte, not per pixel
-OUTPUTS = ("data/raw", "data/augmented")
+OUTPUTS = (RAW.as_posix(), AUGMENTED.as_posix())  # as dvc.lock names them
 OVERRIDES = {
     "model": "mlp",
     "image": {"size": 16},
@@ -153,7 +151,7 @@ def measure(work: Path, source: Path, cache_type: str, noop_runs: int) -> None:
     print(f"{label} workspace outputs {total_bytes:,} bytes; of them held twice (workspace + cache): "
           f"{total_second:,} bytes")
     _, _, both_disk = du(repo / ".dvc" / "cache", *(repo / o for o in OUTPUTS))
-    print(f"{label} disk used by data/raw + data/augmented + .dvc/cache (each inode once): {both_disk:,} bytes")
+    print(f"{label} disk used by {' + '.join(OUTPUTS)} + .dvc/cache (each inode once): {both_disk:,} bytes")
 
 
 def output_stats(repo: Path, out: str) -> dict[str, int]:

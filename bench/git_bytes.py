@@ -4,7 +4,7 @@
     .venv/bin/python bench/git_bytes.py --test-images 10000   # a photo set, 10,000 test images
         [--work /tmp/git_bytes_work] [--keep]
 
-Makes a fresh git + DVC project from this repo's pipeline (`tests/helpers.make_project`, as
+Makes a fresh git + DVC project from this repo's pipeline (`bench/common.py`'s `make_project`, as
 the end-to-end tests do), runs `dvc repro`, commits, and prints every file the run put in git
 (dvc.lock and metrics/, from `git ls-files`) with its bytes and its compressed size in git's
 object store (zlib, as `git cat-file` reports), then the totals and the bytes per test image.
@@ -21,19 +21,16 @@ import argparse
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from common import BIN, make_project, run
 from photos import make_photos
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import make_project, run  # noqa: E402  (the end-to-end tests' project setup, shared)
+from imgpipe.core.layout import SPLIT_METRICS
 
 
 def photo_overrides(source: Path) -> dict:
@@ -96,7 +93,7 @@ def main() -> None:
         for path, size, disk in rows:
             print(f"{path:<{width}}  {size:>9,} B  {disk:>8,} B in git")
         total, disk = sum(r[1] for r in rows), sum(r[2] for r in rows)
-        test = yaml.safe_load((repo / "metrics/split/split.json").read_text())["images"]["test"]
+        test = yaml.safe_load((repo / SPLIT_METRICS / "split.json").read_text())["images"]["test"]
         outcomes = next(r for r in rows if r[0].endswith("outcomes.json"))
         print(f"total: {len(rows)} files, {total:,} B ({disk:,} B compressed in git) for {test:,} test images")
         print(f"outcomes.json: {outcomes[1] / test:.2f} B per test image; "

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from imgpipe.core.layout import EVALUATE_METRICS, METRICS_FILE
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
 
@@ -58,7 +60,7 @@ def main() -> None:
         total += seconds
         print(f"{stage:<10} {seconds:7.1f} s")
     print(f"{'total':<10} {total:7.1f} s")
-    metrics = json.loads((work / "metrics/evaluate/metrics.json").read_text())
+    metrics = json.loads((work / EVALUATE_METRICS / METRICS_FILE).read_text())
     print("test " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     if args.workdir is None:
         shutil.rmtree(work)

@@ -49,8 +49,11 @@ rounds: seconds per epoch, training images/s and the speed-up, end to end. On a 
 from __future__ import annotations
 
 import argparse
+import ast
 import cProfile
 import dataclasses
+import functools
+import importlib.util
 import os
 import pstats
 import re
@@ -68,8 +71,10 @@ import yaml
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from common import PROJECT_FILES, REPO
 from photos import make_photos
 
+from imgpipe.core.layout import ANNOTATIONS, MODEL, TRAIN_METRICS
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import list_images
 from imgpipe.feed.tensors import LabelledImages, load_images
@@ -80,11 +85,14 @@ from imgpipe.task.tasks import task_of
 from imgpipe.train.fit import Fit, build_model, make_fit, seed_everything
 from imgpipe.train.loop import train_one_epoch, train_step
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     args = parse_args()
+    if args.e2e_profile:  # before anything runs: a part that is not there would read 0 s, not fail
+        for label, tree in (args.code or {"this tree": REPO}).items():
+            if missing := missing_parts(tree / "src"):
+                raise SystemExit(f"error: --e2e-profile: bench/throughput.py's PARTS name function(s) not found in "
+                                 f"{label} ({tree / 'src'}): {', '.join(missing)}")
     data = args.data or make_photos(args.work / f"photos-{args.make}-{args.photo}", args.make, *args.photo_size)
     classes = sorted(p.name for p in data.iterdir() if p.is_dir())
     paths, labels = [], []
@@ -241,14 +249,12 @@ class MemoryWatch:
 # --end-to-end: the train stage as DVC runs it
 
 STAGE_EPOCHS = (1, 4)  # train.epochs of the two stage runs; (T4 - T1) / 3 is one epoch without one-time costs
-ANNOTATIONS = Path("data/annotations.csv")  # the split stage's output, as dvc.yaml names it
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc", "stages", "src")  # a pipeline, as a clone has it
 CODE_FILES = ("dvc.yaml", "stages", "src")  # what differs between the trees `--code` compares
 # Where a stage epoch goes: the stage's own calls, as cProfile records them on its main thread.
 # Each part is a function (the file it is defined in, its name) timed where it is called from its
 # parent (cProfile keeps each caller's share of a function's cumulative time), or from anywhere
 # for a parent of None; the indent nests parts inside the part above them. A generator's time
-# (`batches`) is its resumptions'.
+# (`batches`) is its resumptions'. `missing_parts` checks that each one is still there.
 STAGE, LOOP, BATCHES = "imgpipe/train/stage.py", "imgpipe/train/loop.py", "imgpipe/feed/batches.py"
 RESUME, LIVE = "imgpipe/train/resume.py", "dvclive/live.py"
 PARTS = (
@@ -537,6 +543,35 @@ def matches(key: tuple[str, int, str], function: tuple[str, str]) -> bool:
     return name == function[1] and Path(path).as_posix().endswith(f"/{function[0]}")
 
 
+def missing_parts(src: Path = REPO / "src", parts=PARTS) -> list[str]:
+    """Each function of `parts`, or caller it is timed under, that its file does not define, as
+    `file:name`: one that moved or was renamed, which `part_seconds` would count as 0 s. Read
+    with `ast`, nothing imported; any def counts: top-level, a method (`StateWriter.save`) or
+    nested (`on_batch` in `run_epochs`). imgpipe's files are under `src`, dvclive's where it is
+    installed."""
+    functions = dict.fromkeys(f for _, _, calls in parts for call in calls for f in call if f is not None)
+    return [f"{file}:{name}" for file, name in functions if name not in defined_names(source_file(file, src))]
+
+
+def source_file(file: str, src: Path) -> Path | None:
+    """`file` (`package/module.py`): under `src` for imgpipe, else in the installed package; None
+    if that package is not installed."""
+    package = file.split("/")[0]
+    if package == "imgpipe":
+        return src / file
+    spec = importlib.util.find_spec(package)
+    return Path(spec.submodule_search_locations[0]).parent / file if spec and spec.submodule_search_locations else None
+
+
+@functools.cache
+def defined_names(path: Path | None) -> frozenset[str]:
+    """The name of every def in the Python file `path`; none when there is no such file."""
+    if path is None or not path.is_file():
+        return frozenset()
+    tree = ast.parse(path.read_text(), str(path))
+    return frozenset(node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
 # --nproc-per-node: the train stage as DVC runs it, on 1 and on several processes
 
 def processes(args, data: Path, train: TrainParams) -> None:
@@ -556,8 +591,8 @@ def processes(args, data: Path, train: TrainParams) -> None:
                 name = f"procs-{nproc}-{epochs}"
                 set_epochs(project, epochs, f"{name}.yaml", nproc_per_node=nproc)
                 start = time.perf_counter()
-                command([sys.executable, "stages/train.py", "--params", f"{name}.yaml", "--out", f"models/{name}.pt",
-                         "--metrics", f"metrics/{name}"], project)
+                command([sys.executable, "stages/train.py", "--params", f"{name}.yaml", "--out", str(MODEL.parent / f"{name}.pt"),
+                         "--metrics", str(TRAIN_METRICS.parent / name)], project)
                 seconds.setdefault((nproc, epochs), []).append(time.perf_counter() - start)
     base = None
     for nproc in args.nproc_per_node:
