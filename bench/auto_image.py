@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import prepare, stage, write_params
 from photos import make_photos
 

@@ -66,7 +66,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-
 from common import BIN, REPO, make_project, run
 from photos import make_photos
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import BIN, make_project, run
 from photos import make_photos
 

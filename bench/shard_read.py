@@ -22,9 +22,9 @@ from pathlib import Path
 
 from photos import make_photos
 
+from imgpipe.core.params import load_params
 from imgpipe.data.augment import augment_dataset
 from imgpipe.feed.tensors import load_images, members
-from imgpipe.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -68,19 +68,18 @@ from pathlib import Path
 
 import torch
 import yaml
+from common import PROJECT_FILES, REPO
+from photos import make_photos
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from common import PROJECT_FILES, REPO
-from photos import make_photos
-
+from imgpipe.core.atomic import scratch_dir
 from imgpipe.core.layout import ANNOTATIONS, MODEL, TRAIN_METRICS
+from imgpipe.core.params import Params, TrainParams, load_params
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import list_images
-from imgpipe.feed.tensors import LabelledImages, load_images
 from imgpipe.feed.inference import predict_logits
-from imgpipe.core.atomic import scratch_dir
-from imgpipe.core.params import Params, TrainParams, load_params
+from imgpipe.feed.tensors import LabelledImages, load_images
 from imgpipe.task.tasks import task_of
 from imgpipe.train.fit import Fit, build_model, make_fit, seed_everything
 from imgpipe.train.loop import train_one_epoch, train_step

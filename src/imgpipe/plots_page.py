@@ -20,9 +20,9 @@ from typing import Annotated
 
 import typer
 
-from imgpipe.core.stage_app import make_app, reports_user_errors
-from imgpipe.core.errors import UserError
 from imgpipe.core.atomic import atomic_file
+from imgpipe.core.errors import UserError
+from imgpipe.core.stage_app import make_app, reports_user_errors
 
 PAGE_NAME = "plots_page.html"  # in .dvc/: DVC resolves a relative plots.html_template from there
 VEGA_LITE_MAJOR = "5"  # DVC's plot templates and .dvc/plots/*.json are Vega-Lite v5 specs

@@ -12,13 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from support.datasets import draw_shape
-from support.project import (
-    assert_one_line_error,
-    listing,
-    run_stages,
-    stage_in_process,
-    write_params,
-)
+from support.project import assert_one_line_error, listing, run_stages, stage_in_process, write_params
 
 from imgpipe.core.errors import UserError
 from imgpipe.data.filenames import compile_pattern, matched_name, sequence_labels

@@ -153,7 +153,8 @@ def test_evaluate_data_reads_an_archive(ran_shapes: Path, tmp_path: Path):
 @pytest.fixture(scope="module")
 def tags_model(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny multi-label model (tuned thresholds) and the tagged folder it was trained on."""
-    from test_multilabel_stages import IMAGE, TINY, prepare
+    from support.project import IMAGE, TINY
+    from support.project import prepare_folders as prepare
 
     from imgpipe.train.stage import train
 

@@ -11,29 +11,19 @@ import pandas as pd
 import pytest
 import torch
 from support.datasets import write_multilabel_shapes, write_shapes_dataset
+from support.project import IMAGE, TINY
+from support.project import prepare_folders as prepare
 
 from imgpipe.core.errors import UserError
-from imgpipe.core.params import AugmentParams, ImageParams, SplitParams, TrainParams
-from imgpipe.data.augment import augment_dataset
+from imgpipe.core.params import ImageParams
 from imgpipe.data.labelsets import label_matrix, label_names
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.data.split import write_split
 from imgpipe.evaluate.stage import evaluate
 from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.predict.stage import predict
 from imgpipe.review.stats import compare_paired
 from imgpipe.task.outcomes import loads
 from imgpipe.train.stage import train
-
-TINY = TrainParams(epochs=2, batch_size=8, lr=0.01, log_every=1)
-IMAGE = ImageParams(size=28, channels=1, normalize=True)
-
-
-def prepare(root: Path, source: str, limit: int | None = None, rotations=(10.0,)) -> Path:
-    download(source, root / "raw", limit=limit)
-    augment_dataset(root / "raw", root / "augmented", AugmentParams(rotations=rotations, shear=0.0), seed=0)
-    write_split(root / "augmented", root / "annotations.csv", root / "split", SplitParams(0.6, 0.2, 0.2), seed=0)
-    return root
 
 
 @pytest.fixture(scope="module")

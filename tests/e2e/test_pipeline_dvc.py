@@ -13,15 +13,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from support.project import copy_project, run, stage_in_process
+from support.project import PIPELINE_STAGES, copy_project, ran, run, stage_in_process
 
 from imgpipe.task.outcomes import loads
-
-STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
-
-
-def ran(output: str) -> set[str]:
-    return {s for s in STAGES if f"Running stage '{s}'" in output}
 
 
 def cache_object(repo: Path, md5: str) -> Path:
@@ -58,7 +52,7 @@ def project(tmp_path_factory, committed_run) -> Path:
 
 
 def test_repro_from_clean_writes_every_output(project: Path, committed_run):
-    assert ran(committed_run.repro_output) == set(STAGES), committed_run.repro_output
+    assert ran(committed_run.repro_output) == set(PIPELINE_STAGES), committed_run.repro_output
     metrics = json.loads((project / "metrics/evaluate/metrics.json").read_text())
     assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -151,8 +145,3 @@ def walk(node):
             yield from walk(child)
 
 
-def queue_status(repo: Path) -> dict[str, str]:
-    """Task -> status of each task in `dvc queue status` (which has no --json)."""
-    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
-    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("Worker status")]
-    return {row[0]: row[-1] for row in rows if len(row) >= 3}

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.project import command_env, copy_project, run
-from test_pipeline_dvc import queue_status, ran
+from support.project import command_env, copy_project, queue_status, ran, run
 
 
 @pytest.fixture

@@ -43,8 +43,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.docs import code_lines, commands, pages
-from support.project import BIN, command_env, copy_project, free_port, listing, make_project, run
-from test_pipeline_dvc import queue_status
+from support.project import BIN, command_env, copy_project, free_port, listing, make_project, queue_status, run
 
 REPO = Path(__file__).resolve().parents[2]
 TODAY = 16  # recipes the pages show today (17 commands, one shown twice); fewer means the parser broke

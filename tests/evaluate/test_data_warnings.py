@@ -11,14 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.datasets import write_shapes_dataset
-from support.project import (
-    assert_one_line_error,
-    prepare,
-    run_stages,
-    stage_in_process,
-    tiny_overrides,
-    write_params,
-)
+from support.project import assert_one_line_error, prepare, run_stages, stage_in_process, tiny_overrides, write_params
 
 from imgpipe.core.errors import UserError
 from imgpipe.core.notes import Note

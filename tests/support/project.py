@@ -17,6 +17,11 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from imgpipe.core.params import AugmentParams, ImageParams, SplitParams, TrainParams
+from imgpipe.data.augment import augment_dataset
+from imgpipe.data.sources import download
+from imgpipe.data.split import write_split
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv running pytest: python, dvc
 
@@ -176,3 +181,32 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert lines[0].startswith("error: ")
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+PIPELINE_STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+
+
+def ran(output: str) -> set[str]:
+    """The stages `dvc repro`/`dvc exp run` output says it ran."""
+    return {s for s in PIPELINE_STAGES if f"Running stage '{s}'" in output}
+
+
+def queue_status(repo: Path) -> dict[str, str]:
+    """Task -> status of each task in `dvc queue status` (which has no --json)."""
+    lines = run(["dvc", "queue", "status"], repo).stdout.splitlines()
+    rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("Worker status")]
+    return {row[0]: row[-1] for row in rows if len(row) >= 3}
+
+
+# The library's data stages on a folder, in this process, for the tests that train tiny models
+# through the library (multi-label stages, the console's inference).
+TINY = TrainParams(epochs=2, batch_size=8, lr=0.01, log_every=1)
+IMAGE = ImageParams(size=28, channels=1, normalize=True)
+
+
+def prepare_folders(root: Path, source: str, limit: int | None = None, rotations=(10.0,)) -> Path:
+    """root/raw, root/augmented, root/annotations.csv from `source`, through the library."""
+    download(source, root / "raw", limit=limit)
+    augment_dataset(root / "raw", root / "augmented", AugmentParams(rotations=rotations, shear=0.0), seed=0)
+    write_split(root / "augmented", root / "annotations.csv", root / "split", SplitParams(0.6, 0.2, 0.2), seed=0)
+    return root

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgpipe.data.labelsets import label_columns
 from imgpipe.core.errors import UserError
 from imgpipe.core.layout import ANNOTATION_COLUMNS, LABEL
-
+from imgpipe.data.labelsets import label_columns
 
 
 def read_annotations(path: Path) -> pd.DataFrame:

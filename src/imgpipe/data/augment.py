@@ -25,22 +25,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from imgpipe.data.labelsets import label_columns, positive_labels
-from imgpipe.data.readers import escape_name, list_images, open_image, unsafe_in_tables
-from imgpipe.data.shards import ShardWriter, shard_count, shard_name
-from imgpipe.core.errors import UserError
-from imgpipe.data.pictures import sample_sheet
-from imgpipe.core.layout import (
-    LABEL,
-    LABELS_FILE,
-    MANIFEST,
-    SAMPLES,
-    SOURCES_FILE,
-    SPLIT_ON_DISK,
-)
 from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import LABEL, LABELS_FILE, MANIFEST, SAMPLES, SOURCES_FILE, SPLIT_ON_DISK
 from imgpipe.core.params import AugmentParams
 from imgpipe.core.progress import progress
+from imgpipe.data.labelsets import label_columns, positive_labels
+from imgpipe.data.pictures import sample_sheet
+from imgpipe.data.readers import escape_name, list_images, open_image, unsafe_in_tables
+from imgpipe.data.shards import ShardWriter, shard_count, shard_name
 
 SAMPLE_ROWS = 4  # sources in the sample sheet: few, so the committed PNG stays small
 ESTIMATE_FROM = 16  # sources whose copies' size sets the shard count

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imgpipe.data.labelsets import make_table
 from imgpipe.core.layout import IMAGES_DIR
+from imgpipe.data.labelsets import make_table
 
 GROUPS = 60  # ~30 digit instances each, ~3 per class
 CANVAS = 64

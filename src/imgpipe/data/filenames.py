@@ -25,11 +25,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.ingest import SourceImage, Report, inspect_file, list_files, source_name, split_folders
-from imgpipe.data.labelsets import make_table, natural_sorted
-from imgpipe.data.readers import IMAGE_EXTENSIONS, junk_reason
 from imgpipe.core.errors import UserError
 from imgpipe.core.progress import progress
+from imgpipe.data.ingest import Report, SourceImage, inspect_file, list_files, source_name, split_folders
+from imgpipe.data.labelsets import make_table, natural_sorted
+from imgpipe.data.readers import IMAGE_EXTENSIONS, junk_reason
 
 LABEL_GROUP = "label"
 SEQUENCE_GROUP = "sequence"

@@ -31,13 +31,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import FILES_LIST, IMAGES_DIR, LABELS_FILE, METRICS_FILE, REPORT_FILE, SOURCES_FILE
+from imgpipe.core.progress import progress
 from imgpipe.data.archives import file_sha256
-from imgpipe.data.labelsets import (
-    label_matrix,
-    label_names,
-    make_table,
-    natural_sorted,
-)
+from imgpipe.data.labelsets import label_matrix, label_names, make_table, natural_sorted
 from imgpipe.data.readers import (
     IMAGE_EXTENSIONS,
     ImageInfo,
@@ -49,16 +47,6 @@ from imgpipe.data.readers import (
     unescape_name,
     unsafe_in_tables,
 )
-from imgpipe.core.errors import UserError
-from imgpipe.core.layout import (
-    FILES_LIST,
-    IMAGES_DIR,
-    LABELS_FILE,
-    METRICS_FILE,
-    REPORT_FILE,
-    SOURCES_FILE,
-)
-from imgpipe.core.progress import progress
 
 SPLIT_FOLDERS = {
     "train": "train", "training": "train",

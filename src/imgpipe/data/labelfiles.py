@@ -24,9 +24,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from imgpipe.core.errors import UserError
 from imgpipe.data.labelsets import make_table, natural_sorted
 from imgpipe.data.readers import escape_name, list_images
-from imgpipe.core.errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv")
 FOLDER_NAMES = ("annotations", "labels")

@@ -17,7 +17,6 @@ import pandas as pd
 from imgpipe.core.layout import LABEL, LABEL_PREFIX
 
 
-
 def make_table(
     paths: Sequence[str], labels: Sequence[str], targets: np.ndarray, groups: Sequence[str] | None = None
 ) -> pd.DataFrame:

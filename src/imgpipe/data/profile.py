@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from imgpipe.data.readers import Readable, UnreadableImage, load_pixels
 from imgpipe.core.params import AUTO, ImageParams
+from imgpipe.data.readers import Readable, UnreadableImage, load_pixels
 
 SAMPLE = 1000  # training originals looked at, at most
 SIZE_RANGE = (32, 64)  # px, what `auto` may choose (see above)

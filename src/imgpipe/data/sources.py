@@ -12,13 +12,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from imgpipe.data.archives import (
-    ARCHIVE_SUFFIXES,
-    GB,
-    extract_archive,
-    fetch_url,
-    file_sha256,
-)
+from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import IMAGES_DIR
+from imgpipe.core.params import DataParams
+from imgpipe.data.archives import ARCHIVE_SUFFIXES, GB, extract_archive, fetch_url, file_sha256
 from imgpipe.data.builtin import BUILTIN_MULTILABEL
 from imgpipe.data.filenames import (
     PATTERN_EXAMPLES,
@@ -34,17 +32,13 @@ from imgpipe.data.ingest import (
     keep_first_per_class,
     list_files,
     scan_class_folders,
-    source_name,
     scan_table,
+    source_name,
     write_class_folders,
     write_files_list,
     write_table,
 )
-from imgpipe.data.labelfiles import (
-    find_annotations,
-    read_label_source,
-    resolve_annotations,
-)
+from imgpipe.data.labelfiles import find_annotations, read_label_source, resolve_annotations
 from imgpipe.data.readers import (
     IMAGE_EXTENSIONS,
     UnreadableImage,
@@ -53,10 +47,6 @@ from imgpipe.data.readers import (
     junk_reason,
     list_images,
 )
-from imgpipe.core.errors import UserError
-from imgpipe.core.layout import IMAGES_DIR
-from imgpipe.core.atomic import staged_outputs
-from imgpipe.core.params import DataParams
 
 UNLISTED = "not named in the annotation file"
 BUILTIN_DIGITS_SIZE = 32  # sklearn's 8x8 scans are upsampled so rotations and shears stay legible

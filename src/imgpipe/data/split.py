@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgpipe.data.labelsets import is_multilabel, label_matrix, label_sets
-from imgpipe.data.stratify import SPLITS, iterative_split
+from imgpipe.core.atomic import staged_outputs
 from imgpipe.core.errors import UserError
 from imgpipe.core.layout import LABEL, MANIFEST, SPLIT_ON_DISK
-from imgpipe.core.atomic import staged_outputs
 from imgpipe.core.params import SplitParams
+from imgpipe.data.labelsets import is_multilabel, label_matrix, label_sets
+from imgpipe.data.stratify import SPLITS, iterative_split
 
 
 def split_dataset(manifest: pd.DataFrame, params: SplitParams, seed: int) -> pd.DataFrame:

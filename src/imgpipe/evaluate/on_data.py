@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.core.errors import UserError
+from imgpipe.core.layout import LABEL_PREFIX, METRICS_FILE
+from imgpipe.core.params import AugmentParams
 from imgpipe.data.archives import ARCHIVE_SUFFIXES
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.labelsets import label_columns, label_names
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.core.errors import UserError
 from imgpipe.evaluate.stage import check_task_matches, evaluate
-from imgpipe.core.layout import LABEL_PREFIX, METRICS_FILE
-from imgpipe.core.params import AugmentParams
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.task.tasks import task_from_spec, task_of
 
 # No copies: the manifest lists the originals only (a small max_side keeps the one decode per image cheap).

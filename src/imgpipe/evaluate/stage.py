@@ -11,18 +11,18 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from imgpipe.models.checkpoint import load_checkpoint
-from imgpipe.data.annotations import read_annotations
-from imgpipe.feed.tensors import load_split
-from imgpipe.feed.device import resolve_device
+from imgpipe.core.atomic import atomic_dir, scratch_dir
 from imgpipe.core.errors import UserError
-from imgpipe.core.notes import say
-from imgpipe.evaluate.gallery import mistake_tiles
-from imgpipe.feed.inference import predict_logits
 from imgpipe.core.layout import OUTCOMES_FILE
+from imgpipe.core.notes import say
+from imgpipe.data.annotations import read_annotations
+from imgpipe.evaluate.gallery import mistake_tiles
+from imgpipe.feed.device import resolve_device
+from imgpipe.feed.inference import predict_logits
+from imgpipe.feed.tensors import load_split
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.task.metrics import label_confusion_counts
 from imgpipe.task.outcomes import record_outcomes, write_outcomes
-from imgpipe.core.atomic import atomic_dir, scratch_dir
 from imgpipe.task.tasks import Task, task_from_spec, task_of
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from imgpipe.feed.batches import batches
-from imgpipe.feed.tensors import to_model_input
 from imgpipe.feed.device import model_device
+from imgpipe.feed.tensors import to_model_input
 
 
 @torch.no_grad()

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imgpipe.data.readers import Readable, load_pixels, shown_path
-from imgpipe.data.shards import Member
 from imgpipe.core.errors import UserError
 from imgpipe.core.layout import SHARDS_DIR
 from imgpipe.core.progress import progress
+from imgpipe.data.readers import Readable, load_pixels, shown_path
+from imgpipe.data.shards import Member
 
 if TYPE_CHECKING:
     from imgpipe.task.tasks import Task

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imgpipe.core.atomic import atomic_file
 from imgpipe.core.errors import UserError
 from imgpipe.models.catalog import create_model
-from imgpipe.core.atomic import atomic_file
 
 # 2 added the multi-label fields (version 1 files load as multiclass); 3 added model_args, so an
 # older imgpipe refuses a file whose model it would rebuild without them.

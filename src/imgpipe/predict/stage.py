@@ -16,14 +16,14 @@ from typing import TextIO
 import pandas as pd
 import torch
 
-from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.core.atomic import atomic_file
+from imgpipe.core.errors import UserError
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.readers import IMAGE_EXTENSIONS, Readable, list_images, shown_path
-from imgpipe.feed.tensors import load_images, members
 from imgpipe.feed.device import resolve_device
-from imgpipe.core.errors import UserError
 from imgpipe.feed.inference import predict_logits
-from imgpipe.core.atomic import atomic_file
+from imgpipe.feed.tensors import load_images, members
+from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.task.tasks import Task, task_from_spec
 
 PROB_PREFIX = "prob:"  # Multilabel.prediction_rows: one column per label

@@ -9,10 +9,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgpipe.data.labelsets import natural_key
-from imgpipe.core.layout import OUTCOMES_FILE
-from imgpipe.task.outcomes import Outcomes, loads
 from imgpipe.core.atomic import staged_outputs
+from imgpipe.core.layout import OUTCOMES_FILE
+from imgpipe.data.labelsets import natural_key
 from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
     WORKSPACE,
@@ -28,6 +27,7 @@ from imgpipe.review.revisions import (
     uncommitted_results,
 )
 from imgpipe.review.stats import ALPHA, LEVEL, RESAMPLES, Interval, Paired, Unpaired, compare_paired, compare_unpaired
+from imgpipe.task.outcomes import Outcomes, loads
 
 
 @dataclass(frozen=True)

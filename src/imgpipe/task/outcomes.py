@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgpipe.task.kinds import KINDS, MultilabelKind, MulticlassKind
+from imgpipe.task.kinds import KINDS, MulticlassKind, MultilabelKind
 
 FORMAT = 1
 ENCODING = (

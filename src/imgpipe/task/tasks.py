@@ -24,17 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imgpipe.data.labelsets import (
-    is_multilabel,
-    label_matrix,
-    label_names,
-    natural_sorted,
-    split_group,
-)
-from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.core.errors import UserError
 from imgpipe.core.notes import Note
-from imgpipe.task.kinds import MultilabelKind, MulticlassKind
+from imgpipe.core.params import TrainParams, choose
+from imgpipe.data.labelsets import is_multilabel, label_matrix, label_names, natural_sorted, split_group
+from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
+from imgpipe.task.kinds import MulticlassKind, MultilabelKind
+from imgpipe.task.losses import LOSSES, MULTILABEL_LOSSES, LossFn, positive_weights
 from imgpipe.task.metrics import (
     classes_without_examples,
     classification_metrics,
@@ -46,8 +42,6 @@ from imgpipe.task.metrics import (
     per_class_table,
     per_label_table,
 )
-from imgpipe.core.params import TrainParams, choose
-from imgpipe.task.losses import LOSSES, MULTILABEL_LOSSES, LossFn, positive_weights
 
 if TYPE_CHECKING:
     from imgpipe.models.checkpoint import ModelSpec

@@ -18,9 +18,9 @@ from imgpipe.feed.device import amp_dtype, resolve_device
 from imgpipe.feed.tensors import LabelledImages, channel_stats
 from imgpipe.models.catalog import create_model, get_model_entry
 from imgpipe.models.pretrained import freeze_backbone, load_pretrained, normalization
+from imgpipe.task.losses import LossFn
 from imgpipe.task.tasks import Multiclass, Task
 from imgpipe.train.distributed import SINGLE, Ranks, parallel, rank_device, sync_batchnorm
-from imgpipe.task.losses import LossFn
 from imgpipe.train.optim import Schedule, create_optimizer, create_schedule
 
 NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)  # without fp16, scale/step/update pass through
