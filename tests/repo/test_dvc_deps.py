@@ -14,7 +14,10 @@ imports none of them.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import inspect
 import re
+import shlex
 from collections import deque
 from pathlib import Path
 
@@ -154,10 +157,6 @@ def test_annotations_carry_each_images_md5(prepared_shapes):
 def test_stage_command_paths_are_the_scripts_defaults(name):
     """dvc.yaml passes each stage the paths its script defaults to (`imgpipe.core.layout`), so a
     stage run by hand, `imgpipe train` and bench/ read and write where DVC does."""
-    import importlib.util
-    import inspect
-    import shlex
-
     words = shlex.split(STAGES[name]["cmd"])
     given = {words[i][2:]: words[i + 1] for i in range(len(words) - 1) if words[i].startswith("--")}
     spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")

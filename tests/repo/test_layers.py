@@ -108,7 +108,7 @@ def test_the_torch_free_modules_never_reach_torch():
 
 
 def test_data_never_reaches_the_layers_above_it():
-    above = {name for name in LAYERS[LAYERS.index("data") + 1:]}
+    above = set(LAYERS[LAYERS.index("data") + 1:])
     chains = [chain for module in GRAPH if layer(module) == "data"
               if (chain := reaches(GRAPH, module, lambda m: m.startswith("imgpipe.") and (layer(m) in above or not layer(m))))]
     assert not chains, "\n".join(chains)

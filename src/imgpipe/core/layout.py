@@ -14,9 +14,11 @@ AUGMENTED = Path("data/augmented")  # augment
 ANNOTATIONS = Path("data/annotations.csv")  # split
 MODEL = Path("models/model.pt")  # train
 PREDICTIONS = Path("predictions/predictions.tsv")  # predict
-DOWNLOAD_METRICS, AUGMENT_METRICS, SPLIT_METRICS, TRAIN_METRICS, EVALUATE_METRICS = (
-    Path("metrics") / stage for stage in ("download", "augment", "split", "train", "evaluate")
-)
+DOWNLOAD_METRICS = Path("metrics/download")
+AUGMENT_METRICS = Path("metrics/augment")
+SPLIT_METRICS = Path("metrics/split")
+TRAIN_METRICS = Path("metrics/train")
+EVALUATE_METRICS = Path("metrics/evaluate")
 
 # download -> data/raw (and metrics/download)
 IMAGES_DIR = "images"  # multi-label: the images, beside LABELS_FILE
