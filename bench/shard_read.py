@@ -24,7 +24,8 @@ from photos import make_photos
 
 from imgpipe.core.params import load_params
 from imgpipe.data.augment import augment_dataset
-from imgpipe.feed.tensors import load_images, members
+from imgpipe.data.shards import members
+from imgpipe.feed.tensors import load_images
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from imgpipe.core.errors import UserError
 from imgpipe.core.layout import MANIFEST
 from imgpipe.core.params import AugmentParams
 from imgpipe.data.augment import augment_dataset
-from imgpipe.feed.tensors import members
+from imgpipe.data.shards import members
 
 PARAMS = AugmentParams(rotations=(-15.0, 15.0), invert=True, shear=25.0)
 

@@ -12,8 +12,8 @@ from support.datasets import write_shapes_dataset
 from imgpipe.core.errors import UserError
 from imgpipe.core.params import AugmentParams, SplitParams
 from imgpipe.data.augment import augment_dataset
+from imgpipe.data.shards import members
 from imgpipe.data.split import SPLITS, allocate, class_counts, split_dataset, write_split
-from imgpipe.feed.tensors import members
 
 TRANSFORMS = ("original", "rotate(-10)", "rotate(10)", "shear")
 

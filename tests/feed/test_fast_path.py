@@ -18,6 +18,7 @@ from support.messy import odd_images
 
 from imgpipe.core.errors import UserError
 from imgpipe.core.params import TrainParams
+from imgpipe.data import decoding
 from imgpipe.data.readers import load_pixels
 from imgpipe.feed import tensors
 from imgpipe.feed.batches import OnlineAugment, ahead, batches
@@ -48,7 +49,7 @@ def odd_files(tmp_path_factory) -> list[Path]:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_memory_mapped_decode_has_the_reference_readers_pixels(odd_files, tmp_path, monkeypatch, channels):
-    monkeypatch.setattr(tensors, "DECODE_CHUNK", 16)  # several chunks, several threads
+    monkeypatch.setattr(decoding, "DECODE_CHUNK", 16)  # several chunks, several threads
     images = load_images(odd_files, 24, channels, out=tmp_path / "pixels.npy")
     reference = np.stack([load_pixels(p, 24, channels) for p in odd_files])
     assert isinstance(np.load(tmp_path / "pixels.npy", mmap_mode="r"), np.memmap)
@@ -58,7 +59,7 @@ def test_memory_mapped_decode_has_the_reference_readers_pixels(odd_files, tmp_pa
 
 
 def test_an_unreadable_image_on_a_decoding_thread_is_one_user_error(odd_files, tmp_path, monkeypatch):
-    monkeypatch.setattr(tensors, "DECODE_CHUNK", 16)
+    monkeypatch.setattr(decoding, "DECODE_CHUNK", 16)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     with pytest.raises(UserError, match=r"broken\.png: cannot read image"):

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgpipe.core.errors import UserError
+
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-")
 
 
@@ -36,7 +38,7 @@ class StagedOutputs:
 
     def folder(self, target: Path) -> Path:
         """An empty temporary folder that will become `target`."""
-        with signals_deferred():  # created and registered together, so discard always finds it
+        with signals_deferred(), writable(target):  # created and registered together, so discard always finds it
             target = self._prepare(target)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
             self.pending.append((tmp, target))
@@ -45,7 +47,7 @@ class StagedOutputs:
 
     def file(self, target: Path) -> Path:
         """A temporary file path that will become `target`."""
-        with signals_deferred():
+        with signals_deferred(), writable(target):
             target = self._prepare(target)
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
             tmp = Path(name)
@@ -119,6 +121,16 @@ def staged_outputs() -> Iterator[StagedOutputs]:
         staged.discard()
         raise
     staged.commit()
+
+
+@contextlib.contextmanager
+def writable(target: Path) -> Iterator[None]:
+    """An output that cannot be created where it is asked for (a read-only folder, a parent that
+    is a file, a full disk) is a UserError naming it, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"{target}: cannot write the output there ({err.strerror or err}); choose another path or fix its folder's permissions") from None
 
 
 @contextlib.contextmanager

@@ -21,9 +21,12 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from imgpipe.core.layout import SHARDS_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SHARD_BYTES = 64 * 2**20  # about this many bytes per shard (from an estimate: see augment_dataset)
 
@@ -92,3 +95,13 @@ class ShardWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def members(rows: pd.DataFrame, images_root: Path) -> list[Member]:
+    """Where each row of an annotation table (or manifest) has its image: `file` (relative to
+    the augment stage's folder), `offset`, `size`."""
+    root = Path(images_root)
+    return [
+        Member(root / file, int(offset), int(size), path if file.startswith(f"{SHARDS_DIR}/") else "")
+        for path, file, offset, size in zip(rows["path"], rows["file"], rows["offset"], rows["size"], strict=True)
+    ]

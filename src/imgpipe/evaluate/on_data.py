@@ -23,9 +23,9 @@ from imgpipe.data.archives import ARCHIVE_SUFFIXES
 from imgpipe.data.augment import augment_dataset
 from imgpipe.data.labelsets import label_columns, label_names
 from imgpipe.data.sources import LabelOptions, download
-from imgpipe.evaluate.stage import check_task_matches, evaluate
+from imgpipe.evaluate.stage import evaluate
 from imgpipe.models.checkpoint import load_checkpoint
-from imgpipe.task.tasks import task_from_spec, task_of
+from imgpipe.task.tasks import check_task_matches, task_from_spec, task_of
 
 # No copies: the manifest lists the originals only (a small max_side keeps the one decode per image cheap).
 ORIGINALS_ONLY = AugmentParams(rotations=(), invert=False, shear=0.0, max_side=64)

@@ -23,7 +23,7 @@ from imgpipe.feed.tensors import load_split
 from imgpipe.models.checkpoint import load_checkpoint
 from imgpipe.task.metrics import label_confusion_counts
 from imgpipe.task.outcomes import record_outcomes, write_outcomes
-from imgpipe.task.tasks import Task, task_from_spec, task_of
+from imgpipe.task.tasks import check_task_matches, task_from_spec, task_of
 
 
 def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Path) -> dict:
@@ -59,13 +59,3 @@ def evaluate(model_path: Path, annotations: Path, images_root: Path, out_dir: Pa
         (tmp / "label_confusion.json").write_text(json.dumps(label_confusion, indent=1))
         write_outcomes(tmp / OUTCOMES_FILE, outcomes)
     return scores.metrics
-
-
-def check_task_matches(model_task: Task, table_task: Task, annotations: Path, model_path: Path) -> None:
-    """The annotation file must be of the model's task, with labels the model knows."""
-    if table_task.name != model_task.name:
-        raise UserError(
-            f"{annotations} is {table_task.adjective} but the model {model_path} is {model_task.adjective}; retrain (dvc repro)"
-        )
-    if shown := model_task.check_matches(table_task):
-        raise UserError(f"{annotations}: label(s) {shown} do not match the model {model_path}; retrain")

@@ -10,9 +10,7 @@ the kernel pages it in and out like any file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,50 +19,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imgpipe.core.errors import UserError
-from imgpipe.core.layout import SHARDS_DIR
-from imgpipe.core.progress import progress
-from imgpipe.data.readers import Readable, load_pixels, shown_path
-from imgpipe.data.shards import Member
+from imgpipe.data.decoding import decode_images
+from imgpipe.data.readers import Readable
+from imgpipe.data.shards import members
 
 if TYPE_CHECKING:
     from imgpipe.task.tasks import Task
 
 STATS_CHUNK = 4096  # images per step when computing channel statistics
-DECODE_CHUNK = 256  # images handed to the decoding threads at a time
 
 
 def load_images(
     paths: Sequence[Readable], size: int, channels: int, desc: str = "decode", out: Path | None = None
 ) -> torch.Tensor:
-    """Decode `paths` (files, or images inside shards) once into a (N, C, size, size) uint8 tensor.
-
-    With `out`, the tensor is backed by a memory-mapped `.npy` file written there. Decoding runs
-    on one thread per core: Pillow releases the GIL while it decodes and resizes.
-    """
-    shape = (len(paths), channels, size, size)
-    if out is None:
-        batch = np.empty(shape, dtype=np.uint8)
-    else:
-        batch = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=shape)
-
-    def decode(path: Readable) -> np.ndarray:
-        try:
-            return load_pixels(path, size, channels)
-        except FileNotFoundError:
-            raise UserError(f"{shown_path(path)}: image not found; rerun the earlier stages (dvc repro)") from None
-        except OSError as err:
-            raise UserError(f"{shown_path(path)}: cannot read image ({err})") from None
-
-    workers = min(os.cpu_count() or 1, 8) if len(paths) >= DECODE_CHUNK else 1
-    with ThreadPoolExecutor(workers) as pool, progress(None, desc=desc, total=len(paths)) as bar:
-        for start in range(0, len(paths), DECODE_CHUNK):  # chunks bound the decoded images waiting
-            for i, arr in enumerate(pool.map(decode, paths[start : start + DECODE_CHUNK]), start):
-                batch[i] = arr
-            bar.update(min(DECODE_CHUNK, len(paths) - start))
-    if isinstance(batch, np.memmap):
-        batch.flush()
-    return torch.from_numpy(batch)
+    """Decode `paths` (files, or images inside shards) once into a (N, C, size, size) uint8 tensor
+    (`imgpipe.data.decoding`); with `out`, backed by a memory-mapped `.npy` file written there.
+    The first unreadable image is a UserError naming it."""
+    return torch.from_numpy(decode_images(paths, size, channels, desc, out)[0])
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -95,15 +66,6 @@ def to_model_input(
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return x.sub_(m).div_(s)
-
-
-def members(rows: pd.DataFrame, images_root: Path) -> list[Member]:
-    """Where each row's image is: `file` (relative to the augment stage's folder), `offset`, `size`."""
-    root = Path(images_root)
-    return [
-        Member(root / file, int(offset), int(size), path if file.startswith(f"{SHARDS_DIR}/") else "")
-        for path, file, offset, size in zip(rows["path"], rows["file"], rows["offset"], rows["size"], strict=True)
-    ]
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,23 @@
 """The two kinds of result, per image: one class (`MulticlassKind`) or a set of labels (`MultilabelKind`).
 
-Each kind's name, its words, its one-hot view, what counts as right, and how the evaluate
-stage's per-image outcome record stores it (`imgpipe.task.outcomes`). numpy only: `imgpipe review`
-reads outcome records without importing torch. The tasks that train and predict
-(`imgpipe.task.tasks.Multiclass`, `Multilabel`) extend these.
+Each kind's name, its words, its one-hot view, what counts as right, how the evaluate stage's
+per-image outcome record stores it (`imgpipe.task.outcomes`), and how probabilities become
+decisions and prediction rows. numpy only: `imgpipe review` reads outcome records, and the ONNX
+model predicts (`imgpipe.predict.onnx_model`), without importing torch. The tasks that train and
+predict with torch (`imgpipe.task.tasks.Multiclass`, `Multilabel`) extend these.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 import numpy as np
 
+from imgpipe.data.labelsets import split_group
+from imgpipe.task.decision import DecisionRule
 from imgpipe.task.mistakes import Worst, worst_label_sets, worst_single_label
 
 
@@ -26,6 +30,25 @@ class MulticlassKind:
     adjective: ClassVar[str] = "single-label"  # in messages: "data.csv is single-label"
     unit: ClassVar[str] = "class"  # what one prediction is, in words
     accuracy_name: ClassVar[str] = "Accuracy"
+    activation: ClassVar[str] = "softmax"  # logits -> probabilities
+
+    @classmethod
+    def from_fields(cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = ()) -> Self:
+        """The kind as a model file (or an exported model's metadata) stores it; a single-label
+        one has no decision rule to read."""
+        return cls(list(classes))
+
+    def decide_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities -> (N,) class indices."""
+        return probs.argmax(axis=1)
+
+    def probability_rows(self, paths: Sequence[object], probs: np.ndarray) -> list[dict]:
+        """`path`, the predicted `label` and its `probability` (rounded to 6 places)."""
+        index = self.decide_probabilities(probs)
+        return [
+            {"path": str(p), "label": self.classes[i], "probability": round(float(q[i]), 6)}
+            for p, i, q in zip(paths, index.tolist(), probs, strict=True)
+        ]
 
     def one_hot(self, values: np.ndarray) -> np.ndarray:
         """(N, K) bool, for decisions or targets of this kind."""
@@ -55,16 +78,51 @@ class MulticlassKind:
         """The `k` images with the highest loss, captioned (`imgpipe.task.mistakes`)."""
         return worst_single_label(list(self.classes), logits, y_true, y_pred, k)
 
+    def spec_fields(self) -> dict:
+        return {"task": self.name, "thresholds": [], "groups": []}
+
 
 @dataclass(frozen=True)
 class MultilabelKind:
-    """Per image, 0/1 per label (N, K)."""
+    """Per image, 0/1 per label (N, K): a probability per label, decided by `rule` (per-label
+    thresholds, argmax within `group=value` groups)."""
 
     classes: list[str]
+    rule: DecisionRule = field(default_factory=lambda: DecisionRule([], []))
     name: ClassVar[str] = "multilabel"
     adjective: ClassVar[str] = "multi-label"
     unit: ClassVar[str] = "label set"
     accuracy_name: ClassVar[str] = "Exact-match accuracy"
+    activation: ClassVar[str] = "sigmoid"
+
+    @classmethod
+    def from_fields(cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = ()) -> Self:
+        return cls(list(classes), DecisionRule([float(t) for t in thresholds], [[int(k) for k in m] for m in groups]))
+
+    def decide_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities -> (N, K) 0/1 label sets."""
+        return self.rule.decide(probs)
+
+    def probability_rows(self, paths: Sequence[object], probs: np.ndarray) -> list[dict]:
+        """`path`, `labels` (the predicted names joined by a space), `sequence` when the labels
+        form `group=value` groups, and one `prob:<label>` column per label."""
+        rows = []
+        for path, chosen, p in zip(paths, self.decide_probabilities(probs), probs, strict=True):
+            row = {"path": str(path), "labels": " ".join(self.classes[k] for k in np.flatnonzero(chosen))}
+            if self.rule.groups:
+                row["sequence"] = self.sequence(chosen)
+            row.update({f"prob:{name}": round(float(q), 6) for name, q in zip(self.classes, p, strict=True)})
+            rows.append(row)
+        return rows
+
+    def sequence(self, chosen: np.ndarray) -> str:
+        """The chosen value of each group in order, joined by a space; `blank` values are left
+        out (`p1=7 p2=3 p3=blank ...` reads `7 3`)."""
+        values = [split_group(self.classes[k])[1] for members in self.rule.groups for k in members if chosen[k]]
+        return " ".join(v for v in values if v != "blank")
+
+    def spec_fields(self) -> dict:
+        return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups}
 
     def one_hot(self, values: np.ndarray) -> np.ndarray:
         return values.astype(bool)

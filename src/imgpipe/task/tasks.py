@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,7 +68,7 @@ class Multiclass(MulticlassKind):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Multiclass:
-        return cls(list(spec.classes))
+        return cls.from_fields(spec.classes)
 
     def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """(N, K) 0/1: each row's class, one-hot."""
@@ -106,7 +107,7 @@ class Multiclass(MulticlassKind):
         return torch.softmax(logits, dim=1)
 
     def decide(self, logits: torch.Tensor) -> np.ndarray:
-        return logits.argmax(1).numpy()  # (N,)
+        return logits.argmax(1).numpy()  # (N,): the argmax of the probabilities, without computing them
 
     def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
         scores = classification_metrics(targets.numpy(), self.decide(logits))
@@ -135,15 +136,8 @@ class Multiclass(MulticlassKind):
         return ", ".join(unknown[:5]) or None
 
     def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
-        """`path`, the predicted `label` and its `probability`."""
-        best, index = self.probabilities(logits).max(dim=1)
-        return [
-            {"path": str(p), "label": self.classes[i], "probability": round(float(q), 6)}
-            for p, i, q in zip(paths, index.tolist(), best.tolist(), strict=True)
-        ]
-
-    def spec_fields(self) -> dict:
-        return {"task": self.name, "thresholds": [], "groups": []}
+        """`path`, the predicted `label` and its `probability` (`probability_rows`)."""
+        return self.probability_rows(paths, self.probabilities(logits).numpy())
 
 
 @dataclass(frozen=True)
@@ -151,15 +145,13 @@ class Multilabel(MultilabelKind):
     """Any set of labels per image (`classes` are the labels, in vocabulary order): a sigmoid
     per label, decided by `rule` (per-label thresholds, argmax within `group=value` groups)."""
 
-    rule: DecisionRule = field(default_factory=lambda: DecisionRule([], []))
-
     @classmethod
     def from_table(cls, table: pd.DataFrame) -> Multilabel:
         return cls(label_names(table))
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Multilabel:
-        return cls(list(spec.classes), DecisionRule(list(spec.thresholds), [list(m) for m in spec.groups]))
+        return cls.from_fields(spec.classes, spec.thresholds, spec.groups)
 
     def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """(N, K) 0/1 in vocabulary order."""
@@ -213,7 +205,7 @@ class Multilabel(MultilabelKind):
         return torch.sigmoid(logits)
 
     def decide(self, logits: torch.Tensor) -> np.ndarray:
-        return self.rule.decide(self.probabilities(logits).numpy())  # (N, K)
+        return self.decide_probabilities(self.probabilities(logits).numpy())  # (N, K)
 
     def validation_scores(self, targets: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
         scores = multilabel_metrics(targets.numpy().astype(np.uint8), self.decide(logits))
@@ -244,26 +236,8 @@ class Multilabel(MultilabelKind):
         return ", ".join(unknown[:5]) or "in a different order"
 
     def prediction_rows(self, paths: Sequence[object], logits: torch.Tensor) -> list[dict]:
-        """`path`, `labels` (the predicted names joined by a space), `sequence` when the labels
-        form `group=value` groups, and one `prob:<label>` column per label."""
-        probs = self.probabilities(logits).numpy()  # (B, K)
-        rows = []
-        for path, chosen, p in zip(paths, self.rule.decide(probs), probs, strict=True):
-            row = {"path": str(path), "labels": " ".join(self.classes[k] for k in np.flatnonzero(chosen))}
-            if self.rule.groups:
-                row["sequence"] = self.sequence(chosen)
-            row.update({f"prob:{name}": round(float(q), 6) for name, q in zip(self.classes, p, strict=True)})
-            rows.append(row)
-        return rows
-
-    def sequence(self, chosen: np.ndarray) -> str:
-        """The chosen value of each group in order, joined by a space; `blank` values are left
-        out (`p1=7 p2=3 p3=blank ...` reads `7 3`)."""
-        values = [split_group(self.classes[k])[1] for members in self.rule.groups for k in members if chosen[k]]
-        return " ".join(v for v in values if v != "blank")
-
-    def spec_fields(self) -> dict:
-        return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups}
+        """`path`, `labels`, `sequence` with groups, one `prob:<label>` per label (`probability_rows`)."""
+        return self.probability_rows(paths, self.probabilities(logits).numpy())
 
 
 Task = Multiclass | Multilabel
@@ -279,3 +253,12 @@ def task_from_spec(spec: ModelSpec) -> Task:
     """The task a model file was trained for, with its decision rule."""
     return TASKS_BY_KIND[spec.task].from_spec(spec)
 
+
+def check_task_matches(model_task: Task, table_task: Task, annotations: Path, model_path: Path) -> None:
+    """The annotation file must be of the model's task, with labels the model knows."""
+    if table_task.name != model_task.name:
+        raise UserError(
+            f"{annotations} is {table_task.adjective} but the model {model_path} is {model_task.adjective}; retrain (dvc repro)"
+        )
+    if shown := model_task.check_matches(table_task):
+        raise UserError(f"{annotations}: label(s) {shown} do not match the model {model_path}; retrain")

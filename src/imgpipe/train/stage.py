@@ -30,8 +30,9 @@ from imgpipe.core.notes import say
 from imgpipe.core.params import LAUNCH_KEYS, ImageParams, TrainParams
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.profile import needs_profile, profile_images, resolve_image
+from imgpipe.data.shards import members
 from imgpipe.feed.device import resolve_device
-from imgpipe.feed.tensors import LabelledImages, load_split, map_split, members
+from imgpipe.feed.tensors import LabelledImages, load_split, map_split
 from imgpipe.models.checkpoint import ModelSpec, write_checkpoint
 from imgpipe.models.pretrained import fetch_imagenet_weights
 from imgpipe.task.tasks import Task, task_of
