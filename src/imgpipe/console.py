@@ -20,10 +20,10 @@ import typer
 from imgpipe.core.errors import UserError
 from imgpipe.core.layout import ANNOTATIONS, AUGMENTED, MODEL, TRAIN_METRICS
 from imgpipe.core.stage_app import make_app, reports_user_errors
-from imgpipe.review.report import plots_folder
-from imgpipe.review.report import review as build_review
-from imgpipe.review.revisions import WORKSPACE
-from imgpipe.review.stats import RESAMPLES
+from imgpipe.review.defaults import RESAMPLES, WORKSPACE
+
+# Each command imports what it runs when it runs: `imgpipe predict` with an ONNX model starts
+# without torch, scipy or the review's modules (docs/inference.md times it).
 
 app = make_app()
 
@@ -42,6 +42,9 @@ def review(
     fail_stale: Annotated[bool, typer.Option(help="Exit 1 after writing the report when the head's results are stale.")] = False,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the intervals.")] = RESAMPLES,
 ) -> None:
+    from imgpipe.review.report import plots_folder
+    from imgpipe.review.report import review as build_review
+
     result = build_review(Path.cwd(), base, head, out, resamples)
     if out is None:
         sys.stdout.write(result.markdown)
@@ -82,27 +85,33 @@ def train_worker(
 @reports_user_errors
 def predict(
     paths: Annotated[list[Path], typer.Argument(metavar="IMAGE_OR_FOLDER", help="Image files, and folders searched recursively.", show_default=False)],
-    model: Annotated[Path, typer.Option(help="Model file from the train stage.")] = MODEL,
+    model: Annotated[Path, typer.Option(help="Model file from the train stage, or its ONNX export (models/model.onnx: runs without torch).")] = MODEL,
     top_k: Annotated[int, typer.Option(help="How many of the most probable classes (labels) to list per image.")] = 3,
     output_format: Annotated[str, typer.Option("--format", help="tsv (a header, one row per image) or json (a list of objects).")] = "tsv",
 ) -> None:
     """Classify new images as the predict stage does (same reader, same decision rule) and list the
-    top-k classes with their probabilities; to stdout, progress to stderr (docs/inference.md)."""
-    from imgpipe.predict.stage import FORMATS, images_named, prediction_rows
+    top-k classes with their probabilities; to stdout, progress to stderr (docs/inference.md).
+    An image that cannot be read is skipped and named on stderr; the exit status is then 3."""
+    from imgpipe.core.notes import say
+    from imgpipe.predict.rows import FORMATS, SOME_SKIPPED, images_named, prediction_rows
+    from imgpipe.predict.stage import open_model
 
     if top_k < 1:
         raise UserError(f"--top-k {top_k}: give an integer >= 1")
     if output_format not in FORMATS:
         raise UserError(f"--format '{output_format}' is not one of: {', '.join(FORMATS)}")
     images = images_named(paths)
-    rows = prediction_rows(model, images, top_k=top_k)
+    result = prediction_rows(open_model(model), images, top_k=top_k)
     try:
-        FORMATS[output_format](rows, sys.stdout)
+        FORMATS[output_format](result.rows, sys.stdout)
         sys.stdout.flush()
     except BrokenPipeError:  # `imgpipe predict ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return
-    print(f"predict: {len(rows)} images", file=sys.stderr)
+    say("predict", result.notes())
+    print(f"predict: {result.summary()}", file=sys.stderr)
+    if result.unread:
+        raise typer.Exit(SOME_SKIPPED)
 
 
 @app.command()

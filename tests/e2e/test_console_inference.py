@@ -166,11 +166,12 @@ def tags_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_multilabel_predict_gives_the_decided_labels_and_the_top_k(tags_model, tmp_path: Path):
-    from imgpipe.predict.stage import predict
+    from imgpipe.predict.rows import predict
+    from imgpipe.predict.stage import open_model
 
     model, source = tags_model
     images = sorted((source / "images").iterdir())
-    stage = predict(model, images, tmp_path / "stage.tsv")
+    stage = pd.DataFrame(predict(open_model(model), images, tmp_path / "stage.tsv").rows)
     objects = json.loads(imgpipe(tmp_path, "predict", source / "images", "--model", model, "--format", "json", "--top-k", "2").stdout)
     for obj, (_, row) in zip(objects, stage.iterrows(), strict=True):
         assert obj["path"] == row["path"] and obj["labels"] == row["labels"].split()

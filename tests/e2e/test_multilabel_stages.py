@@ -20,7 +20,8 @@ from imgpipe.data.labelsets import label_matrix, label_names
 from imgpipe.data.sources import LabelOptions, download
 from imgpipe.evaluate.stage import evaluate
 from imgpipe.models.checkpoint import load_checkpoint
-from imgpipe.predict.stage import predict
+from imgpipe.predict.rows import predict
+from imgpipe.predict.stage import open_model
 from imgpipe.review.stats import compare_paired
 from imgpipe.task.outcomes import loads
 from imgpipe.train.stage import train
@@ -101,7 +102,7 @@ def test_evaluate_and_predict_multilabel(tags, trained, tmp_path):
     assert scored.f1_macro[0] == pytest.approx(metrics["f1_macro"])
 
     images = sorted((tags / "raw").rglob("*.png"))[:5]
-    table = predict(trained / "model.pt", images, tmp_path / "pred.tsv")
+    table = pd.DataFrame(predict(open_model(trained / "model.pt"), images, tmp_path / "pred.tsv").rows)
     assert list(table.columns) == ["path", "labels", "prob:circle", "prob:cross", "prob:square"]
     written = pd.read_csv(tmp_path / "pred.tsv", sep="\t", dtype={"labels": str}, keep_default_na=False)
     _, spec = load_checkpoint(trained / "model.pt")
@@ -123,7 +124,7 @@ def test_multidigit_end_to_end_decodes_one_value_per_position(tmp_path):
     assert list(metrics["position_accuracy"]) == [f"p{i}" for i in range(1, 6)]
     assert metrics["sequence_accuracy"] == metrics["exact_match_accuracy"]  # every label is in a group
     images = sorted((root / "raw/images").glob("*.png"))[:8]
-    table = predict(out / "model.pt", images, tmp_path / "pred.tsv")
+    table = pd.DataFrame(predict(open_model(out / "model.pt"), images, tmp_path / "pred.tsv").rows)
     for labels, sequence in zip(table["labels"], table["sequence"], strict=True):
         chosen = labels.split()
         assert [c.split("=")[0] for c in chosen] == ["p1", "p2", "p3", "p4", "p5"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from imgpipe.core.atomic import staged_outputs
 from imgpipe.core.layout import OUTCOMES_FILE
 from imgpipe.data.labelsets import natural_key
+from imgpipe.review.defaults import RESAMPLES
 from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
     WORKSPACE,
@@ -26,7 +27,7 @@ from imgpipe.review.revisions import (
     stale_stages,
     uncommitted_results,
 )
-from imgpipe.review.stats import ALPHA, LEVEL, RESAMPLES, Interval, Paired, Unpaired, compare_paired, compare_unpaired
+from imgpipe.review.stats import ALPHA, LEVEL, Interval, Paired, Unpaired, compare_paired, compare_unpaired
 from imgpipe.task.outcomes import Outcomes, loads
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from imgpipe.core.errors import UserError
-
-WORKSPACE = "workspace"  # DVC's name for the working tree
+from imgpipe.review.defaults import WORKSPACE
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse, stats
 
+from imgpipe.review.defaults import RESAMPLES
 from imgpipe.task.outcomes import Outcomes
 
 ALPHA = 0.05  # a change is significant when p < ALPHA; intervals are 1 - ALPHA
 LEVEL = f"{100 * (1 - ALPHA):g}%"  # of the intervals, as the report names it
-RESAMPLES = 2000
 SEED = 0  # the review is the same every time it is run
 CHUNK = 2_000_000  # resampled image weights held at once
 
