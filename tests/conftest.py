@@ -47,9 +47,9 @@ def prepared_shapes(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def ran_shapes(tmp_path_factory, prepared_shapes: Path) -> Iterator[Path]:
-    """`prepared_shapes` with train, evaluate and predict run too: every stage's outputs. Read only."""
+    """`prepared_shapes` with train, evaluate, export and predict run too: every stage's outputs. Read only."""
     work = copy_prepared(prepared_shapes, tmp_path_factory.mktemp("ran-shapes") / "work")
-    yield from unchanged(run_stages(work, ("train", "evaluate", "predict")))
+    yield from unchanged(run_stages(work, ("train", "evaluate", "export", "predict")))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from support.project import (
     write_params,
 )
 
-STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+STAGES = ("download", "augment", "split", "train", "evaluate", "export", "predict")
 
 
 def help_example(help_text: str, name: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.project import REPO, run
 
-STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+STAGES = ("download", "augment", "split", "train", "evaluate", "export", "predict")
 
 
 @pytest.mark.slow

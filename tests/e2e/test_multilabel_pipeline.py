@@ -11,7 +11,7 @@ from support.project import make_project, prepare, run, tiny_overrides
 
 from imgpipe.models.checkpoint import load_checkpoint
 
-STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+STAGES = ("download", "augment", "split", "train", "evaluate", "export", "predict")
 LABELS = ["circle", "cross", "square"]
 LABEL_COLUMNS = [f"label:{name}" for name in LABELS]
 SPLITS = ["train", "val", "test"]
@@ -119,7 +119,7 @@ def test_multilabel_second_repro_is_a_no_op(project: Path):
 
 def test_multilabel_tuned_thresholds_rerun_model_stages_only(project: Path):
     exp = run(["dvc", "exp", "run", "-S", "train.threshold=tune"], project)
-    assert ran(exp.stdout) == {"train", "evaluate", "predict"}, exp.stdout
+    assert ran(exp.stdout) == {"train", "evaluate", "export", "predict"}, exp.stdout
     assert "tuned thresholds on val" in exp.stdout
 
     _, spec = load_checkpoint(project / "models/model.pt")

@@ -37,7 +37,7 @@ def test_queued_model_experiments_rerun_only_model_stages_at_once_and_each_lands
     logs = {task: run(["dvc", "queue", "logs", task], project, check=False).stdout for task in seen[-1]}
     assert list(seen[-1].values()) == ["Success", "Success"], logs
     assert any(list(s.values()) == ["Running", "Running"] for s in seen), seen  # both at once
-    assert all(ran(log) == {"train", "evaluate", "predict"} for log in logs.values()), logs
+    assert all(ran(log) == {"train", "evaluate", "export", "predict"} for log in logs.values()), logs
 
     rows = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     models = {}

@@ -22,7 +22,7 @@ writes into a temporary TORCH_HOME, so nothing is downloaded. A `--queue` recipe
 written and run by `dvc queue start`, as the pages say next.
 
 Recipes with the same data params share one project whose data stages ran once; each runs in
-its workspace (reset to the commit before it) and must rerun only train, evaluate and predict.
+its workspace (reset to the commit before it) and must rerun only train, evaluate, export and predict.
 Per-recipe seconds, wall and CPU, are printed (`-s`; or `--durations=0` for wall only).
 """
 

@@ -203,7 +203,7 @@ def test_edited_params_without_a_rerun_are_stale(hosting: Hosting, tmp_path: Pat
         assert "| `train.lr` | `0.002` | `0.01` |" in text
     failed = review(repo, "--base", "main", "--fail-stale", check=False)
     assert failed.stdout == in_workspace  # the report first, then the verdict
-    assert_one_line_error(failed, "the head's committed results are stale (train): rerun dvc repro and commit")
+    assert_one_line_error(failed, "the head's committed results are stale (train, export): rerun dvc repro and commit")
 
 
 def test_a_train_rerun_without_evaluate_is_stale(hosting: Hosting, tmp_path: Path):
@@ -350,6 +350,6 @@ def test_ci_job_with_a_remote_fails_on_stale_results_after_posting(hosting: Host
     job = run_review_job(hosting, "stale", tmp_path, after_checkout=configure_remote)
     assert job.failed == "Review against main"
     assert (tmp_path / "checkout/models/model.pt").is_file()  # dvc pull ran
-    assert "error: the head's committed results are stale (train)" in job.logs["Review against main"]
+    assert "error: the head's committed results are stale (train, export)" in job.logs["Review against main"]
     assert len(job.comments) == 1 and "**Warning: the head's results are stale.**" in job.comments[0]
     assert "Job summary" in job.ran

@@ -26,12 +26,12 @@ import pytest
 import yaml
 from support.imports import imported_names, inert, module_file
 
-from imgpipe.feed.tensors import members
+from imgpipe.data.shards import members
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = "src/imgpipe"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-IMAGE_READERS = ("train", "evaluate", "predict")
+IMAGE_READERS = ("train", "evaluate", "export", "predict")
 
 
 def closure(script: str, root: Path = REPO) -> dict[str, str]:

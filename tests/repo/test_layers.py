@@ -5,7 +5,8 @@ Each layer is a package of src/imgpipe, lowest first in `LAYERS`; a module impor
 package or those below it. The modules at the top of src/imgpipe (the `imgpipe` console, the
 plots page) are the entry points, above every layer. Some never reach torch, however far their
 imports go (`TORCH_FREE`): download, augment and split start without it, and `imgpipe review`
-reads outcome records with numpy alone.
+reads outcome records with numpy alone, and `imgpipe predict --model model.onnx` runs on ONNX
+Runtime, numpy and Pillow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TORCH = ("torch", "torchvision")
 TORCH_FREE = [
     "imgpipe.core", "imgpipe.data", "imgpipe.review",
     "imgpipe.task.kinds", "imgpipe.task.outcomes", "imgpipe.task.decision", "imgpipe.task.metrics",
+    "imgpipe.predict.rows", "imgpipe.predict.onnx_model",  # predicting with the ONNX export
 ]
 
 

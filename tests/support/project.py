@@ -183,7 +183,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
-PIPELINE_STAGES = ("download", "augment", "split", "train", "evaluate", "predict")
+PIPELINE_STAGES = ("download", "augment", "split", "train", "evaluate", "export", "predict")
 
 
 def ran(output: str) -> set[str]:

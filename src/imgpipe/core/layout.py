@@ -13,12 +13,14 @@ RAW = Path("data/raw")  # download
 AUGMENTED = Path("data/augmented")  # augment
 ANNOTATIONS = Path("data/annotations.csv")  # split
 MODEL = Path("models/model.pt")  # train
+ONNX_MODEL = Path("models/model.onnx")  # export
 PREDICTIONS = Path("predictions/predictions.tsv")  # predict
 DOWNLOAD_METRICS = Path("metrics/download")
 AUGMENT_METRICS = Path("metrics/augment")
 SPLIT_METRICS = Path("metrics/split")
 TRAIN_METRICS = Path("metrics/train")
 EVALUATE_METRICS = Path("metrics/evaluate")
+EXPORT_METRICS = Path("metrics/export")
 
 # download -> data/raw (and metrics/download)
 IMAGES_DIR = "images"  # multi-label: the images, beside LABELS_FILE

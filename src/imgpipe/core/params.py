@@ -209,9 +209,31 @@ def _is_endpoint(text: str) -> bool:
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
+MODEL_FILES = ("pt", "onnx")  # predict.model: the trained model file, or the export stage's ONNX file
+QUANTIZE = ("none", "int8")
+
+
 @dataclass(frozen=True)
 class PredictParams:
     input: str | None = None  # a folder of images; null = the test split's images
+    model: str = "pt"  # pt (models/model.pt, torch) | onnx (models/model.onnx, ONNX Runtime; no torch)
+
+    def __post_init__(self) -> None:
+        require(self.model in MODEL_FILES, "predict.model", self.model, " | ".join(MODEL_FILES))
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    atol: float = 1e-4  # the parity gate: largest allowed |probability(ONNX) - probability(torch)| on the test split
+    quantize: str = "none"  # none | int8 (ONNX Runtime static quantization, calibrated on training images)
+    max_drop: float = 0.01  # int8: refuse when test accuracy falls by more than this (0.01 = one point)
+    calibration_images: int = 300  # int8: training images that calibrate the activation ranges
+
+    def __post_init__(self) -> None:
+        require(0 < self.atol < 1, "export.atol", self.atol, "a number in (0, 1)")
+        require(self.quantize in QUANTIZE, "export.quantize", self.quantize, " | ".join(QUANTIZE))
+        require(0 <= self.max_drop <= 1, "export.max_drop", self.max_drop, "a number in [0, 1]")
+        require(self.calibration_images >= 1, "export.calibration_images", self.calibration_images, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -231,6 +253,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     train: TrainParams = field(default_factory=TrainParams)
     predict: PredictParams = field(default_factory=PredictParams)
+    export: ExportParams = field(default_factory=ExportParams)
 
     def __post_init__(self) -> None:
         require(self.task in TASK_CHOICES, "task", self.task, " | ".join(TASK_CHOICES))
