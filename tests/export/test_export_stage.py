@@ -273,3 +273,23 @@ def test_the_int8_gate_refuses_a_drop_above_max_drop():
     assert check_int8(0.9, 0.89, 0.01) == pytest.approx(0.01)  # at the limit: kept
     with pytest.raises(UserError, match=r"test accuracy falls from 0\.9000 to 0\.8500 \(0\.0500 > export\.max_drop 0\.01\)"):
         check_int8(0.9, 0.85, 0.01)
+
+
+def test_a_large_folder_loses_only_its_bad_images_whatever_batch_they_are_in(ran_shapes: Path, tmp_path: Path):
+    """600 images in three batches of 256, with bad files at the start, across a batch boundary
+    and at the end: every other image keeps its row, in order."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    sources = sorted(shapes_source(ran_shapes).rglob("*.png"))
+    bad = {0, 255, 256, 599}
+    for i in range(600):
+        data = sources[i % len(sources)].read_bytes()
+        (folder / f"{i:04d}.png").write_bytes(data[:50] if i in bad else data)
+    done = imgpipe(ran_shapes, "predict", folder, "--model", ONNX_MODEL, "--top-k", "1", check=False)
+    assert done.returncode == 3
+    rows = read_tsv(done.stdout)
+    assert rows["path"].tolist() == [str(folder / f"{i:04d}.png") for i in range(600) if i not in bad]
+    by_source = read_tsv(imgpipe(ran_shapes, "predict", *sources, "--model", ONNX_MODEL, "--top-k", "1").stdout)
+    expected = dict(zip([Path(p).name for p in by_source["path"]], by_source["label"], strict=True))
+    assert rows["label"].tolist() == [expected[sources[i % len(sources)].name] for i in range(600) if i not in bad]
+    assert "predict: 596 images, 4 skipped" in done.stderr and done.stderr.count("warning: skipped") == 4

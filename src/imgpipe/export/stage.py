@@ -69,13 +69,13 @@ def export_stage(params: Params, model_path: Path, annotations: Path, images_roo
     with staged_outputs() as staged:
         onnx_file = staged.file(out)
         export_onnx(served, info, spec.model, onnx_file)
-        exported = OnnxPredictor(onnx_file, threads=threads)
+        exported = OnnxPredictor(onnx_file, threads=threads, spin=False)
         gate = parity(kind, reference, exported.probabilities(pixels))
         check_parity(gate, params.export.atol, f"model '{spec.model}' exported to {out}")
         int8 = None
         if params.export.quantize == "int8":
             int8 = to_int8(onnx_file, info, params, table, images_root, kind, reference, test_rows)
-            exported = OnnxPredictor(onnx_file, threads=threads)
+            exported = OnnxPredictor(onnx_file, threads=threads, spin=False)
         speeds = [compare_speed(torch_run(served), exported.probabilities, batch_of(pixels, n)) for n in SPEED_BATCHES]
         file_bytes = onnx_file.stat().st_size
         metrics = {

@@ -85,8 +85,10 @@ class ServingInfo:
         return KINDS[self.task].from_fields(self.classes, self.thresholds, self.groups)
 
 
-def session(path: Path, threads: int = 0):
-    """An ONNX Runtime CPU session for `path` (`threads` 0: ONNX Runtime's default, one per core)."""
+def session(path: Path, threads: int = 0, spin: bool = True):
+    """An ONNX Runtime CPU session for `path` (`threads` 0: ONNX Runtime's default, one per core).
+    `spin` False: its threads sleep between runs instead of busy-waiting for the next one, which
+    would take the cores from whatever runs in between (torch, when the two are timed in turn)."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -95,6 +97,7 @@ def session(path: Path, threads: int = 0):
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001  onnxruntime raises its own types (InvalidProtobuf, Fail, InvalidGraph, ...)
@@ -103,8 +106,8 @@ def session(path: Path, threads: int = 0):
 
 
 class OnnxPredictor:
-    def __init__(self, path: Path, threads: int = 0) -> None:
-        self.session = session(path, threads)
+    def __init__(self, path: Path, threads: int = 0, spin: bool = True) -> None:
+        self.session = session(path, threads, spin)
         self.info = ServingInfo.from_props(dict(self.session.get_modelmeta().custom_metadata_map), Path(path))
         self.kind = self.info.kind()
         self.image_size, self.channels = self.info.image_size, self.info.channels
