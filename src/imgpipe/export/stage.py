@@ -111,10 +111,10 @@ def to_int8(onnx_file: Path, info: ServingInfo, params: Params, table, images_ro
     actual = task.targets(test_rows).numpy()
     accuracy = {name: float(task.correct(actual, task.decide_probabilities(probs)).mean())
                 for name, probs in (("torch", reference), ("int8", quantized))}
-    drop = check_int8(accuracy["torch"], accuracy["int8"], params.export.max_drop)
+    check_int8(accuracy["torch"], accuracy["int8"], params.export.max_drop)
     gate = parity(task, reference, quantized)
     return {"agreement": gate.agreement, "max_abs_diff": gate.max_abs_diff, "accuracy": accuracy["int8"],
-            "torch_accuracy": accuracy["torch"], "accuracy_change": -drop, "calibration_images": len(picks)}
+            "torch_accuracy": accuracy["torch"], "accuracy_change": accuracy["int8"] - accuracy["torch"], "calibration_images": len(picks)}
 
 
 def check_int8(torch_accuracy: float, int8_accuracy: float, max_drop: float) -> float:
