@@ -64,10 +64,24 @@ def export_onnx(served: WithPreprocessing, info: ServingInfo, name: str, out: Pa
         raise UserError(f"model '{name}': cannot be exported to ONNX ({why(err)}); use a model whose "
                         "operators ONNX supports (docs/inference.md#deploying-the-model)") from None
     proto = program.model_proto
+    drop_stack_traces(proto)
     proto.producer_name, proto.producer_version = "imgpipe", ""  # no version: the same model gives the same bytes
     proto.doc_string = f"{name}: {info.task} image classifier over {len(info.classes)} {'classes' if info.task == 'multiclass' else 'labels'}"
     onnx.helper.set_model_props(proto, info.props())
     onnx.save_model(proto, str(out))
+
+
+def drop_stack_traces(proto: onnx.ModelProto) -> None:
+    """Remove the exporter's per-node stack traces: they name the source files by absolute path
+    (and line), so the same model exported from another checkout would be other bytes, and a
+    teammate's `dvc repro` would not reproduce `dvc.lock`'s hash."""
+    for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
 
 
 def why(err: BaseException) -> str:
