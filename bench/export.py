@@ -70,7 +70,7 @@ def measure(name: str, size: int, channels: int, classes: int, pixels: np.ndarra
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
-        export_onnx(served, ServingInfo(kind.name, kind.classes, size, channels), name, out)
+        export_onnx(served, ServingInfo.of(kind, size, channels), name, out)
         onnx_model = OnnxPredictor(out, threads=threads, spin=False)
         with torch.inference_mode():
             reference = served(torch.from_numpy(pixels)).numpy()

@@ -13,30 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from sklearn.metrics import precision_recall_fscore_support
 from support.datasets import write_multilabel_shapes, write_shapes_dataset
 from support.project import (
     BIN,
     assert_one_line_error,
-    in_process,
+    imgpipe,
     listing,
     run,
+    shapes_source,
     stage_in_process,
     tiny_overrides,
     write_params,
 )
-
-
-def imgpipe(cwd: Path, *args: str, check: bool = True):
-    from imgpipe.console import app
-
-    return in_process(app, [str(a) for a in args], cwd, check, "imgpipe")
-
-
-def shapes_source(ran_shapes: Path) -> Path:
-    """The folder the session's run was trained from (class sub-folders)."""
-    return Path(yaml.safe_load((ran_shapes / "params.yaml").read_text())["data"]["source"])
 
 
 def read_tsv(text: str) -> pd.DataFrame:

@@ -13,15 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support.odd_names import ODD_CLASSES, expected_origins, fs, write_odd_dataset, write_tar, write_zip
-from support.project import assert_one_line_error, in_process, make_project, run, tiny_overrides
+from support.project import assert_one_line_error, imgpipe, make_project, run, tiny_overrides
 
 from imgpipe.data.readers import unescape_name
-
-
-def imgpipe(cwd: Path, *args: str, check: bool = True):
-    from imgpipe.console import app
-
-    return in_process(app, [str(a) for a in args], cwd, check, "imgpipe")
 
 
 def read_tsv(text: str) -> pd.DataFrame:

@@ -16,13 +16,13 @@ from pathlib import Path
 import onnx
 import pandas as pd
 import pytest
-import yaml
 from support.project import (
     REPO,
     assert_one_line_error,
     copy_prepared,
-    in_process,
+    imgpipe,
     listing,
+    shapes_source,
     stage_in_process,
     tiny_overrides,
     write_params,
@@ -31,16 +31,6 @@ from support.project import (
 from imgpipe.core.layout import EXPORT_METRICS, MODEL, ONNX_MODEL, PREDICTIONS
 
 ATOL = 1e-4
-
-
-def imgpipe(cwd: Path, *args, check: bool = True):
-    from imgpipe.console import app
-
-    return in_process(app, [str(a) for a in args], cwd, check, "imgpipe")
-
-
-def shapes_source(run: Path) -> Path:
-    return Path(yaml.safe_load((run / "params.yaml").read_text())["data"]["source"])
 
 
 def read_tsv(text: str) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def the_task(kind: str):
 
 
 def exported(model: nn.Module, task, out: Path) -> OnnxPredictor:
-    info = ServingInfo(task.name, list(task.classes), SIZE, 1, **{k: v for k, v in task.spec_fields().items() if k != "task"})
+    info = ServingInfo.of(task, SIZE, 1)
     export_onnx(WithPreprocessing(model, MEAN, STD, task.activation), info, "m", out)
     return OnnxPredictor(out)
 

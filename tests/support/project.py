@@ -119,6 +119,18 @@ def stage_in_process(name: str, *args: str, cwd: Path, check: bool = False) -> s
     return in_process(stage_app(name), list(args), cwd, check, f"stages/{name}.py")
 
 
+def imgpipe(cwd: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """The `imgpipe` command in `cwd`, inside this process (`in_process`)."""
+    from imgpipe.console import app
+
+    return in_process(app, [str(a) for a in args], cwd, check, "imgpipe")
+
+
+def shapes_source(run: Path) -> Path:
+    """The folder a run in `run` was trained from: its params.yaml's data.source."""
+    return Path(yaml.safe_load((run / "params.yaml").read_text())["data"]["source"])
+
+
 def in_process(app, args: list[str], cwd: Path, check: bool = False, program: str = "") -> subprocess.CompletedProcess:
     """Invoke the Typer `app` with `args` in `cwd`, inside this process; stdout, stderr and the exit
     status come back as from `run`. An exception the command does not turn into an `error:` line is

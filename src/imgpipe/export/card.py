@@ -18,6 +18,7 @@ from imgpipe.export.parity import Parity
 from imgpipe.export.speed import Speed
 from imgpipe.predict.onnx_model import INPUT, OUTPUT, RESIZE, ServingInfo
 from imgpipe.review.defaults import RESAMPLES
+from imgpipe.review.markdown import table
 from imgpipe.review.stats import LEVEL, Alone
 
 FEW_TEST_IMAGES = 10  # a class with fewer test images than this has a per-class score that says little
@@ -166,7 +167,7 @@ def limits_section(facts: RunFacts) -> str:
 
 
 def input_section(info: ServingInfo) -> str:
-    rows = [[f"`{key}`", value.replace("|", "\\|")] for key, value in info.props().items() if key not in ("classes", "thresholds", "groups", "params")]
+    rows = [[f"`{key}`", value] for key, value in info.props().items() if key not in ("classes", "thresholds", "groups", "params")]
     return "\n".join([
         "## Input and output",
         f"`{INPUT}`: uint8, shape (batch, {info.channels}, {info.image_size}, {info.image_size}), values 0 to 255; "
@@ -229,8 +230,3 @@ probs = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0][0]
         code,
         "```",
     ])
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -62,8 +63,8 @@ def export_stage(params: Params, model_path: Path, annotations: Path, images_roo
         raise UserError(f"{annotations}: the test split is empty; the export's parity gate needs test images (raise split.test)")
     pixels, _ = decode_images(members(test_rows, images_root), spec.image_size, spec.channels, desc="export")
     reference = trained.probabilities(pixels)
-    info = ServingInfo(kind.name, list(kind.classes), spec.image_size, spec.channels,
-                       **{k: v for k, v in kind.spec_fields().items() if k != "task"}, about=provenance(params, model_path))
+    model_bytes = Path(model_path).read_bytes()  # once: its md5 for the metadata, its best epoch for the card
+    info = ServingInfo.of(kind, spec.image_size, spec.channels, about=provenance(params, model_bytes))
     served = WithPreprocessing(trained.model, spec.mean, spec.std, kind.activation)
     threads = torch.get_num_threads()
     with staged_outputs() as staged:
@@ -74,8 +75,10 @@ def export_stage(params: Params, model_path: Path, annotations: Path, images_roo
         check_parity(gate, params.export.atol, f"model '{spec.model}' exported to {out}")
         int8 = None
         if params.export.quantize == "int8":
-            int8 = to_int8(onnx_file, info, params, table, images_root, kind, reference, test_rows)
+            calibrated = to_int8(onnx_file, info, params, table, images_root)
             exported = OnnxPredictor(onnx_file, threads=threads, spin=False)
+            int8 = int8_numbers(kind, reference, exported.probabilities(pixels), kind.targets(test_rows).numpy(),
+                                params.export.max_drop, calibrated)
         speeds = [compare_speed(torch_run(served), exported.probabilities, batch_of(pixels, n)) for n in SPEED_BATCHES]
         file_bytes = onnx_file.stat().st_size
         metrics = {
@@ -84,18 +87,16 @@ def export_stage(params: Params, model_path: Path, annotations: Path, images_roo
             "speed": {"threads": threads, **{f"batch_{s.batch}": s.as_dict() for s in speeds}},
             "file_mb": round(file_bytes / 2**20, 3),
         }
-        facts = run_facts(params, table, earlier, model_path, kind.loss_name(params.train))
+        facts = run_facts(params, table, earlier, model_bytes, kind.loss_name(params.train))
         card = model_card(info, spec.model, facts, gate, speeds, threads, file_bytes, out.name, int8)
         staged.file(metrics_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=4) + "\n")
         staged.file(metrics_dir / CARD_FILE).write_text(card)
     return metrics
 
 
-def to_int8(onnx_file: Path, info: ServingInfo, params: Params, table, images_root: Path, task, reference: np.ndarray,
-            test_rows) -> dict:
+def to_int8(onnx_file: Path, info: ServingInfo, params: Params, table, images_root: Path) -> int:
     """Replace the float file with its int8 version, calibrated on `export.calibration_images`
-    training images (evenly spaced through the split); refused when test accuracy falls by more
-    than `export.max_drop` below torch's. Its numbers, for metrics.json."""
+    training images (evenly spaced through the split); how many calibrated it."""
     train_rows = table[table["split"] == "train"]
     picks = np.unique(np.linspace(0, len(train_rows) - 1, min(params.export.calibration_images, len(train_rows))).round().astype(int))
     calibration, _ = decode_images(members(train_rows.iloc[picks], images_root), info.image_size, info.channels, desc="calibrate")
@@ -106,15 +107,18 @@ def to_int8(onnx_file: Path, info: ServingInfo, params: Params, table, images_ro
         quantize_int8(float_copy, onnx_file, calibration, props)
     finally:
         float_copy.unlink(missing_ok=True)
-    pixels, _ = decode_images(members(test_rows, images_root), info.image_size, info.channels, desc="int8")
-    quantized = OnnxPredictor(onnx_file).probabilities(pixels)
-    actual = task.targets(test_rows).numpy()
+    return len(picks)
+
+
+def int8_numbers(task, reference: np.ndarray, quantized: np.ndarray, actual: np.ndarray, max_drop: float, calibrated: int) -> dict:
+    """The int8 file against torch on the test split, for metrics.json; refused (`check_int8`)
+    when its accuracy falls more than `max_drop` below torch's."""
     accuracy = {name: float(task.correct(actual, task.decide_probabilities(probs)).mean())
                 for name, probs in (("torch", reference), ("int8", quantized))}
-    check_int8(accuracy["torch"], accuracy["int8"], params.export.max_drop)
+    check_int8(accuracy["torch"], accuracy["int8"], max_drop)
     gate = parity(task, reference, quantized)
     return {"agreement": gate.agreement, "max_abs_diff": gate.max_abs_diff, "accuracy": accuracy["int8"],
-            "torch_accuracy": accuracy["torch"], "accuracy_change": accuracy["int8"] - accuracy["torch"], "calibration_images": len(picks)}
+            "torch_accuracy": accuracy["torch"], "accuracy_change": accuracy["int8"] - accuracy["torch"], "calibration_images": calibrated}
 
 
 def check_int8(torch_accuracy: float, int8_accuracy: float, max_drop: float) -> float:
@@ -126,7 +130,7 @@ def check_int8(torch_accuracy: float, int8_accuracy: float, max_drop: float) -> 
     return drop
 
 
-def provenance(params: Params, model_path: Path) -> dict[str, str]:
+def provenance(params: Params, model_bytes: bytes) -> dict[str, str]:
     """Metadata naming what produced the model: its architecture, the params that shaped it and
     the md5 of the trained model file (as dvc.lock records it: `git log -S<md5> dvc.lock` finds
     the commit)."""
@@ -134,7 +138,7 @@ def provenance(params: Params, model_path: Path) -> dict[str, str]:
     return {
         "model": params.model,
         "params": json.dumps({key: whole[key] for key in PROVENANCE}, sort_keys=True),
-        "trained_model_md5": hashlib.md5(Path(model_path).read_bytes()).hexdigest(),
+        "trained_model_md5": hashlib.md5(model_bytes).hexdigest(),
         "producer": "imgpipe export stage (torch.onnx.export, dynamo)",
     }
 
@@ -154,7 +158,7 @@ def batch_of(pixels: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.resize(pixels, (n, *pixels.shape[1:])))
 
 
-def run_facts(params: Params, table, earlier: EarlierResults, model_path: Path, loss: str) -> RunFacts:
+def run_facts(params: Params, table, earlier: EarlierResults, model_bytes: bytes, loss: str) -> RunFacts:
     report = read_json(earlier.download / REPORT_FILE)
     test_metrics = read_json(earlier.evaluate / METRICS_FILE)
     outcomes_file = earlier.evaluate / OUTCOMES_FILE
@@ -162,7 +166,7 @@ def run_facts(params: Params, table, earlier: EarlierResults, model_path: Path, 
         outcomes = loads(outcomes_file.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{outcomes_file}: cannot read the evaluate stage's outcomes ({err}); rerun dvc repro") from None
-    payload = torch.load(model_path, map_location="cpu", weights_only=True)
+    payload = torch.load(io.BytesIO(model_bytes), map_location="cpu", weights_only=True)  # the file's extras: best_epoch
     counts = class_counts(table)
     return RunFacts(params, counts, table["split"].value_counts().to_dict(), report, test_metrics, summarize_alone(outcomes),
                     payload.get("best_epoch"), loss)

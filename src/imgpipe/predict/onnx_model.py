@@ -47,6 +47,12 @@ class ServingInfo:
     groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decided by argmax
     about: dict[str, str] = field(default_factory=dict)  # provenance: model, params, trained_model_md5, ...
 
+    @classmethod
+    def of(cls, kind: MulticlassKind | MultilabelKind, image_size: int, channels: int, about: dict[str, str] | None = None) -> ServingInfo:
+        """What a model of `kind` (with its decision rule) taking this input tells a consumer."""
+        fields = kind.spec_fields()
+        return cls(kind.name, list(kind.classes), image_size, channels, fields["thresholds"], fields["groups"], about or {})
+
     def props(self) -> dict[str, str]:
         """The ONNX metadata_props: every value a string, lists and mappings as JSON."""
         return {

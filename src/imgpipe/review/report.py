@@ -13,6 +13,7 @@ from imgpipe.core.atomic import staged_outputs
 from imgpipe.core.layout import OUTCOMES_FILE
 from imgpipe.data.labelsets import natural_key
 from imgpipe.review.defaults import RESAMPLES
+from imgpipe.review.markdown import table
 from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
     WORKSPACE,
@@ -236,12 +237,6 @@ def plots_section(plots: list[Rendered], folder: str | None) -> str:
         else:
             lines.append(f"{plot.title}: could not be rendered ({plot.error})")
     return "\n\n".join(lines)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _number(x) -> bool:
