@@ -88,6 +88,16 @@ def test_builtin_digits_writes_1797_pngs_in_ten_class_folders(tmp_path):
     assert leftovers(tmp_path, "raw") == []
 
 
+def test_builtin_digits_imbalanced_keeps_a_long_tail_of_the_same_scans(tmp_path):
+    counts = download("builtin:digits-imbalanced", tmp_path / "raw").counts
+    # 10^(-d/9) of each digit's scans: every 0, a tenth of the 9s, a constant ratio between
+    assert counts == {"0": 178, "1": 141, "2": 106, "3": 85, "4": 65, "5": 51, "6": 39, "7": 30, "8": 22, "9": 18}
+    full = tmp_path / "full"
+    download("builtin:digits", full)
+    kept = sorted(p.relative_to(tmp_path / "raw") for p in (tmp_path / "raw").rglob("*.png"))
+    assert all((full / p).read_bytes() == (tmp_path / "raw" / p).read_bytes() for p in kept)  # the first scans, as they are
+
+
 def test_unknown_builtin_is_rejected_and_creates_nothing(tmp_path):
     with pytest.raises(UserError, match=r"data.source 'builtin:cats' is unknown; builtin datasets: builtin:digits"):
         download("builtin:cats", tmp_path / "raw")

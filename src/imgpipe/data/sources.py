@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,11 +173,11 @@ def write_builtin(source: str, work: Path, task: str) -> tuple[Path, pd.DataFram
     """Generate a builtin dataset in `work`: (its root, its label table or None for class folders)."""
     root = work / "builtin"
     root.mkdir()
-    if source == "builtin:digits":
-        write_builtin_digits(root)
+    if source in BUILTIN_SINGLE_LABEL:
+        write_builtin_digits(root, BUILTIN_SINGLE_LABEL[source])
         return root, None
     if source not in BUILTIN_MULTILABEL:
-        names = ", ".join(["builtin:digits", *BUILTIN_MULTILABEL])
+        names = ", ".join([*BUILTIN_SINGLE_LABEL, *BUILTIN_MULTILABEL])
         raise UserError(f"params: data.source '{source}' is unknown; builtin datasets: {names}")
     if task == "multiclass":
         raise UserError(f"params: data.source '{source}' is multi-label; set task to auto or multilabel")
@@ -236,12 +237,33 @@ def has_class_folders(src: Path) -> bool:
     return any(d.is_dir() and not d.name.startswith(".") and list_images(d) for d in src.iterdir())
 
 
-def write_builtin_digits(out: Path) -> None:
-    """scikit-learn's 1,797 real handwritten digits as PNGs, one folder per class."""
+def long_tail(label: int) -> float:
+    """`builtin:digits-imbalanced`: the share of its class's scans digit `label` keeps, 10^(-label/9):
+    every 0 (178), then a constant ratio down to a tenth of the 9s (18 of 180)."""
+    return 10 ** (-label / 9)
+
+
+# Single-label builtins: scikit-learn's digits, each class keeping a share of its scans (the first ones).
+BUILTIN_SINGLE_LABEL: dict[str, Callable[[int], float] | None] = {
+    "builtin:digits": None,
+    "builtin:digits-imbalanced": long_tail,
+}
+
+
+def write_builtin_digits(out: Path, share: Callable[[int], float] | None = None) -> None:
+    """scikit-learn's 1,797 real handwritten digits as PNGs, one folder per class; with `share`,
+    only the first round(share(digit) * count) scans of each digit."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    kept = np.ones(len(digits.target), dtype=bool)
+    if share is not None:
+        for label in np.unique(digits.target):
+            scans = np.flatnonzero(digits.target == label)
+            kept[scans[round(share(int(label)) * len(scans)):]] = False
     for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        if not kept[i]:
+            continue
         ink = (pixels / 16.0 * 255).round().astype(np.uint8)  # (8, 8), white ink on black
         img = Image.fromarray(ink, mode="L").resize(
             (BUILTIN_DIGITS_SIZE, BUILTIN_DIGITS_SIZE), Image.Resampling.BICUBIC
