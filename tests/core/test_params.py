@@ -28,7 +28,7 @@ TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "
     "pretrained, freeze, freeze_epochs, log_every, crop_padding, flip, device, amp, compile, "
-    "nproc_per_node, nnodes, rdzv_endpoint, sync_batchnorm"
+    "nproc_per_node, nnodes, rdzv_endpoint, sync_batchnorm, class_weight, sampler, calibrate"
 )
 
 

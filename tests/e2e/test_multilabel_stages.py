@@ -84,13 +84,16 @@ def test_model_file_keeps_tuned_thresholds(trained):
 def test_evaluate_and_predict_multilabel(tags, trained, tmp_path):
     metrics = evaluate(trained / "model.pt", tags / "annotations.csv", tags / "augmented", tmp_path / "eval")
     for key in ("exact_match_accuracy", "hamming_accuracy", "precision_micro", "recall_micro", "f1_micro",
-                "precision_macro", "recall_macro", "f1_macro", "test_images", "labels_without_test_examples"):
+                "precision_macro", "recall_macro", "f1_macro", "balanced_accuracy", "test_images",
+                "labels_without_test_examples", "calibration"):
         assert key in metrics
     written = json.loads((tmp_path / "eval/metrics.json").read_text())
-    assert written == pytest.approx(metrics)
+    calibration = written.pop("calibration")
+    assert written == pytest.approx({k: v for k, v in metrics.items() if k != "calibration"})
+    assert calibration == metrics["calibration"] and {"ece", "nll", "brier"} <= calibration.keys()
     per_label = pd.read_csv(tmp_path / "eval/per_class.csv")
     assert list(per_label["class"]) == ["circle", "cross", "square"]
-    assert {"precision", "recall", "f1", "support", "accuracy", "threshold"} <= set(per_label.columns)
+    assert {"precision", "recall", "f1", "support", "accuracy", "threshold", "ece"} <= set(per_label.columns)
     assert per_label["support"].sum() > 0
     confusion = json.loads((tmp_path / "eval/label_confusion.json").read_text())
     assert len(confusion) == 12 and sum(r["count"] for r in confusion) == 3 * metrics["test_images"]

@@ -4,6 +4,8 @@ on real decoded images; and what ONNX cannot express is one line naming the oper
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ def the_task(kind: str):
 
 def exported(model: nn.Module, task, out: Path) -> OnnxPredictor:
     info = ServingInfo.of(task, SIZE, 1)
-    export_onnx(WithPreprocessing(model, MEAN, STD, task.activation), info, "m", out)
+    export_onnx(WithPreprocessing(model, MEAN, STD, task.activation, task.temperature), info, "m", out)
     return OnnxPredictor(out)
 
 
@@ -91,6 +93,24 @@ def test_the_graph_takes_uint8_nchw_with_a_dynamic_batch_and_says_what_it_is(tmp
     assert {"image_size", "channels", "resize", "input", "output", "decision"} <= props.keys()
     back = ServingInfo.from_props(props, tmp_path / "m.onnx").kind()
     assert (back.classes, back.rule) == (task.classes, task.rule)  # the decision rule survives the file
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
+def test_the_temperature_is_inside_the_graph_and_in_its_metadata(kind: str, pixels: np.ndarray, tmp_path: Path):
+    """`train.calibrate`: the ONNX probabilities are the calibrated ones torch's predict path gives."""
+    torch.manual_seed(0)
+    plain = the_task(kind)
+    temperature = (2.5,) if kind == "multiclass" else (0.5, 1.0, 2.0, 4.0)
+    task = dataclasses.replace(plain, temperature=temperature)
+    model = create_model("cnn", num_classes=len(task.classes), in_channels=1, image_size=SIZE).eval()
+    onnx_model = exported(model, task, tmp_path / "m.onnx")
+    logits = predict_logits(model, torch.from_numpy(pixels), MEAN, STD)
+    reference = task.probabilities(logits).numpy()
+    assert not np.allclose(reference, plain.probabilities(logits).numpy(), atol=1e-3)  # the temperature does something
+    check_parity(parity(task, reference, onnx_model.probabilities(pixels)), ATOL, "cnn")
+    props = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert json.loads(props["temperature"]) == list(temperature) and "temperature scaling" in props["calibration"]
+    assert onnx_model.kind.temperature == temperature
 
 
 def test_the_same_model_exports_to_the_same_bytes_from_any_checkout(tmp_path: Path):

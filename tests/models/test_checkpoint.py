@@ -73,11 +73,11 @@ def test_file_loads_with_weights_only(tmp_path):
 
     assert set(payload) == {
         "format", "model", "classes", "image_size", "channels", "mean", "std", "model_args", "task", "thresholds",
-        "groups", "state_dict", "best_epoch",
+        "groups", "temperature", "state_dict", "best_epoch",
     }
     assert payload["model_args"] == {}
-    assert payload["format"] == FORMAT_VERSION == 3
-    assert (payload["task"], payload["thresholds"], payload["groups"]) == ("multiclass", [], [])
+    assert payload["format"] == FORMAT_VERSION == 4
+    assert (payload["task"], payload["thresholds"], payload["groups"], payload["temperature"]) == ("multiclass", [], [], [])
     assert payload["model"] == "cnn"
     assert payload["classes"] == ["circle", "cross", "square"]
     assert (payload["image_size"], payload["channels"]) == (28, 1)
@@ -134,7 +134,7 @@ def test_weights_only_payload_that_is_not_a_model_file(tmp_path, payload):
     torch.save(payload, path)
     with pytest.raises(UserError) as info:
         load_checkpoint(path)
-    assert str(info.value) == f"{path}: not an imgpipe model file (format 3); retrain it"
+    assert str(info.value) == f"{path}: not an imgpipe model file (format {FORMAT_VERSION}); retrain it"
 
 
 def test_truncated_file_is_a_user_error(tmp_path):

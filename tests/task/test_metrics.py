@@ -158,3 +158,25 @@ def test_group_accuracy_per_position_and_sequence():
     scores = group_accuracy(truth, pred, {"p1": [0, 1], "p2": [2, 3]})
     assert scores == {"position_accuracy": {"p1": pytest.approx(2 / 3), "p2": pytest.approx(2 / 3)},
                       "sequence_accuracy": pytest.approx(1 / 3)}
+
+
+def test_balanced_accuracy_is_scikit_learns_and_sees_a_majority_class_model():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from imgpipe.task.metrics import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    y_true = rng.choice(3, 300, p=[0.8, 0.15, 0.05])
+    y_pred = np.where(rng.random(300) < 0.7, y_true, rng.integers(0, 3, 300))
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    majority = np.zeros(300, dtype=np.int64)
+    assert balanced_accuracy(y_true, majority) == pytest.approx(1 / 3)  # accuracy would read ~0.8
+
+
+def test_multilabel_balanced_accuracy_averages_each_labels_two_recalls():
+    from imgpipe.task.metrics import multilabel_balanced_accuracy
+
+    y_true = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]])
+    y_pred = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 1, 1]])
+    # label 0: TPR 1/2, TNR 1/2; label 1 has no positive and label 2 no negative: left out
+    assert multilabel_balanced_accuracy(y_true, y_pred) == pytest.approx(0.5)

@@ -83,6 +83,22 @@ def test_mlp_on_two_processes_learns_what_one_does(work: Path):
     assert not list(work.glob("mlp2/.*")), "the decoded images' scratch folder or resume state was left behind"
 
 
+def test_balanced_sampling_and_class_weights_on_two_processes_learn_what_one_does(work: Path):
+    """`train.sampler: balanced` draws the epoch from the shared generator, so every rank takes its
+    share of the same draws; the class-weighted loss is a mean over images, so the ranks' shares
+    add up to the whole batch's loss as the plain one does."""
+    settings = {"sampler": "balanced", "class_weight": "balanced"}
+    one = train(work, "balanced1", 1, "mlp", **settings)
+    two = train(work, "balanced2", 2, "mlp", **settings)
+    weights, metrics = weight_diff(one, two), history_diff(one, two)
+    print(f"\nmlp, balanced sampler and class weights, 1 vs 2 processes: largest weight difference {weights:.2e}, "
+          f"largest val metric difference {metrics:.2e}")
+    assert weights < 1e-4
+    assert metrics < 1e-5
+    plain = train(work, "plain1", 1, "mlp")
+    assert weight_diff(one, plain) > 1e-3  # the settings did change what was learned
+
+
 CNN_ARGS = {"dropout": 0.0}  # dropout draws its masks per process: the same distribution, not the same draws
 
 

@@ -74,6 +74,26 @@ def test_interrupted_training_resumes_to_identical_results(prepared: Path, basel
     assert not (folder / STATE).exists()
 
 
+def test_balanced_sampling_resumes_to_identical_results(prepared: Path, tmp_path: Path):
+    """The balanced sampler's draws come from the generator the state saves: a resumed run draws
+    the epochs the uninterrupted one did."""
+    settings = {**PARAMS, "train": {**PARAMS["train"], "sampler": "balanced", "class_weight": "balanced"}}
+    whole = copy_prepared(prepared, tmp_path / "whole")
+    write_params(whole / "params.yaml", settings)
+    run(stage("train"), whole)
+    folder = copy_prepared(prepared, tmp_path / "interrupted")
+    write_params(folder / "params.yaml", settings)
+    process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while saved_epoch(folder) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert 1 <= saved_epoch(folder) < 4
+    assert "resuming after epoch" in run(stage("train"), folder).stdout
+    assert outputs(folder) == outputs(whole)
+
+
 def test_changed_params_start_over(prepared: Path, tmp_path: Path):
     folder = copy_prepared(prepared, tmp_path / "changed")
     process = subprocess.Popen(stage("train"), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

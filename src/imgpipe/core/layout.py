@@ -47,3 +47,4 @@ ANNOTATION_COLUMNS = ("path", "source", "transform", "file", "offset", "size", "
 
 # evaluate -> metrics/evaluate
 OUTCOMES_FILE = "outcomes.json"  # each test image's outcome (imgpipe.task.outcomes), for `imgpipe review`
+RELIABILITY_FILE = "reliability.json"  # in metrics/evaluate: the reliability diagram's bins (imgpipe.task.calibration)

@@ -146,6 +146,11 @@ class TrainParams:
     nnodes: int = 1  # machines; the others join with `imgpipe train-worker`
     rdzv_endpoint: str | None = None  # host:port on the head machine where the nodes meet (nnodes > 1)
     sync_batchnorm: bool = False  # batch-norm statistics over the global batch, not each process's share
+    # Imbalance and calibration (docs/models-and-training.md#calibration-and-imbalance).
+    # cross_entropy: none | balanced (n / (k * n_c) from the train split) | {class: weight} (others 1)
+    class_weight: str | dict[str, float] = "none"
+    sampler: str = "shuffle"  # shuffle (each image once per epoch) | balanced (classes equally often, with replacement)
+    calibrate: str = "temperature"  # none | temperature (one, multi-label one per label, fitted on val by NLL)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
@@ -184,6 +189,15 @@ class TrainParams:
             self.nnodes == 1 or self.rdzv_endpoint is not None,
             "train.rdzv_endpoint", self.rdzv_endpoint, "host:port of the head machine when train.nnodes > 1",
         )
+        require(
+            isinstance(self.class_weight, dict) or self.class_weight in CLASS_WEIGHTS,
+            "train.class_weight", self.class_weight, "none | balanced | a mapping {class: weight > 0}",
+        )
+        if isinstance(self.class_weight, dict):
+            for name, weight in self.class_weight.items():
+                require(_is_weight(weight), f"train.class_weight.{name}", weight, "a number > 0")
+        require(self.sampler in SAMPLERS, "train.sampler", self.sampler, " | ".join(SAMPLERS))
+        require(self.calibrate in CALIBRATIONS, "train.calibrate", self.calibrate, " | ".join(CALIBRATIONS))
         require(self.pos_weight in ("none", "auto"), "train.pos_weight", self.pos_weight, "none | auto")
         require(
             self.threshold == "tune" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
@@ -197,6 +211,15 @@ class TrainParams:
             self.freeze,
             "none, unless train.pretrained is set (a frozen random backbone learns nothing)",
         )
+
+
+CLASS_WEIGHTS = ("none", "balanced")
+SAMPLERS = ("shuffle", "balanced")
+CALIBRATIONS = ("none", "temperature")
+
+
+def _is_weight(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 # Where and on how many processes training runs: not part of what a run learns, so a run
@@ -315,6 +338,8 @@ def convert(hint: Any, value: Any, key: str) -> Any:
         names = " or ".join(TYPE_NAMES.get(o, o.__name__) for o in inner)
         raise UserError(f"'{key}' must be {names}, got {value!r}")
     if origin is dict:
+        if typing.get_args(hint)[1] is float:  # {class: weight}: YAML reads a class `0` as a number
+            return {str(name): v for name, v in _plain_mapping(_str_keys(value), key).items()}
         return _plain_mapping(value, key)
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -361,6 +386,13 @@ def _plain_mapping(value: Any, key: str) -> dict[str, Any]:
         if not all(_is_plain(v) for v in items):
             raise UserError(f"'{key}.{name}' must be {PLAIN_VALUE}, got {item!r}")
     return dict(value)
+
+
+def _str_keys(value: Any) -> Any:
+    """A mapping's int keys as the class names they were written as (`{0: 2}` names class `0`)."""
+    if not isinstance(value, dict):
+        return value
+    return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v for k, v in value.items()}
 
 
 def _is_plain(value: Any) -> bool:

@@ -123,16 +123,27 @@ def training_section(model: str, info: ServingInfo, facts: RunFacts) -> str:
     return "## Training\n" + table(["", ""], rows)
 
 
+CALIBRATION_NAMES = {"ece": "ECE (15 bins)", "nll": "NLL", "brier": "Brier score"}
+
+
 def metrics_section(info: ServingInfo, facts: RunFacts) -> str:
     s, m = facts.test_summary, facts.test_metrics
     accuracy = "exact-match accuracy" if info.task == "multilabel" else "accuracy"
     rows = [
         [accuracy, f"{s.accuracy:.4f}", f"{s.accuracy_interval.low:.4f} to {s.accuracy_interval.high:.4f}"],
         ["macro F1", f"{s.f1_macro:.4f}", f"{s.f1_macro_interval.low:.4f} to {s.f1_macro_interval.high:.4f}"],
+        ["macro recall" + (" (balanced accuracy)" if info.task == "multiclass" else ""), f"{s.recall_macro:.4f}",
+         f"{s.recall_macro_interval.low:.4f} to {s.recall_macro_interval.high:.4f}"],
     ]
-    shown = {"accuracy", "exact_match_accuracy", "f1_macro", "test_images"}
+    shown = {"accuracy", "exact_match_accuracy", "f1_macro", "recall_macro", "test_images"}
+    if info.task == "multiclass":
+        shown.add("balanced_accuracy")  # = macro recall
     rows += [[key.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value), ""]
              for key, value in m.items() if key not in shown and isinstance(value, int | float)]
+    calibration = m.get("calibration", {})
+    before = calibration.get("before", {})
+    rows += [[f"{CALIBRATION_NAMES[key]}", f"{calibration[key]:.4f}" + (f" (before temperature {before[key]:.4f})" if key in before else ""), ""]
+             for key in CALIBRATION_NAMES if key in calibration]
     return "\n".join([
         f"## Test metrics ({s.images} test images)",
         f"Intervals are {LEVEL} bootstrap intervals over the test images ({RESAMPLES} resamples), as `imgpipe review` computes them.",

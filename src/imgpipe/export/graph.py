@@ -29,10 +29,13 @@ OPSET = 18  # torch.onnx's default for dynamo export; ONNX Runtime 1.14 and late
 
 class WithPreprocessing(nn.Module):
     """uint8 (B, C, H, W) -> probabilities (B, K): scale to 0..1, standardise with the training
-    split's mean and std, the model, then softmax (one class) or sigmoid (labels): the same
+    split's mean and std, the model, the temperature (`train.calibrate`), then softmax (one class)
+    or sigmoid (labels): the same
     arithmetic as `imgpipe.feed.tensors.to_model_input` and the task's `probabilities`."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], activation: str) -> None:
+    def __init__(
+        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], activation: str, temperature: Sequence[float] = (),
+    ) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -40,10 +43,14 @@ class WithPreprocessing(nn.Module):
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation {activation!r}")
         self.activation = activation
+        # train.calibrate: the logits' divisor, (1, 1) or (1, K); none: no division in the graph
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32).view(1, -1) if temperature else None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.to(torch.float32) / 255 - self.mean) / self.std
         logits = self.model(x)
+        if self.temperature is not None:
+            logits = logits / self.temperature
         return torch.softmax(logits, dim=1) if self.activation == "softmax" else torch.sigmoid(logits)
 
 

@@ -65,7 +65,7 @@ def export_stage(params: Params, model_path: Path, annotations: Path, images_roo
     reference = trained.probabilities(pixels)
     model_bytes = Path(model_path).read_bytes()  # once: its md5 for the metadata, its best epoch for the card
     info = ServingInfo.of(kind, spec.image_size, spec.channels, about=provenance(params, model_bytes))
-    served = WithPreprocessing(trained.model, spec.mean, spec.std, kind.activation)
+    served = WithPreprocessing(trained.model, spec.mean, spec.std, kind.activation, kind.temperature)
     threads = torch.get_num_threads()
     with staged_outputs() as staged:
         onnx_file = staged.file(out)

@@ -14,9 +14,10 @@ from imgpipe.core.errors import UserError
 from imgpipe.models.catalog import create_model
 
 # 2 added the multi-label fields (version 1 files load as multiclass); 3 added model_args, so an
-# older imgpipe refuses a file whose model it would rebuild without them.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# older imgpipe refuses a file whose model it would rebuild without them; 4 added temperature, which
+# an older imgpipe would ignore and serve uncalibrated probabilities.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ModelSpec:
     task: str = "multiclass"  # or multilabel: `classes` are then the labels
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label
     groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decoded by argmax
+    temperature: list[float] = field(default_factory=list)  # train.calibrate: [] (none), [T], or one per label
 
 
 def save_checkpoint(path: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor], extra: dict) -> None:

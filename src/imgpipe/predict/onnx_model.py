@@ -6,7 +6,8 @@ as JSON), so serving it needs no imgpipe code. `ServingInfo` is the one home of 
 export stage writes them and this module reads them back.
 
     input   `images`: uint8 (batch, channels, image_size, image_size), 0..255; normalisation is inside
-    output  `probabilities`: float32 (batch, K); softmax over the classes, or a sigmoid per label
+    output  `probabilities`: float32 (batch, K); softmax over the classes, or a sigmoid per label,
+            of the logits divided by the model's `temperature` (`train.calibrate`)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ RESIZE = (
     "with img.draft(None, (s, s)) first)"
 )
 INPUT_TEXT = "uint8 NCHW (batch, channels, image_size, image_size), values 0-255, channels in RGB order; normalisation is inside the graph"
+TEMPERATURE_TEXT = ("temperature scaling, fitted on the val split (train.calibrate): the logits are divided by "
+                    "`temperature` (one value, or one per label) before the softmax or sigmoid, inside the graph")
 DECISIONS = {
     "multiclass": "the class with the highest probability",
     "multilabel": "label k is present when probabilities[k] >= thresholds[k]; within each one-of group (label indices) only the most probable label",
@@ -45,13 +48,16 @@ class ServingInfo:
     channels: int  # 1 (greyscale) or 3 (RGB)
     thresholds: list[float] = field(default_factory=list)  # multilabel: one per label
     groups: list[list[int]] = field(default_factory=list)  # multilabel: one-of groups, decided by argmax
+    # train.calibrate: the logits' divisor (one, or one per label), applied inside the graph already
+    temperature: list[float] = field(default_factory=list)
     about: dict[str, str] = field(default_factory=dict)  # provenance: model, params, trained_model_md5, ...
 
     @classmethod
     def of(cls, kind: MulticlassKind | MultilabelKind, image_size: int, channels: int, about: dict[str, str] | None = None) -> ServingInfo:
         """What a model of `kind` (with its decision rule) taking this input tells a consumer."""
         fields = kind.spec_fields()
-        return cls(kind.name, list(kind.classes), image_size, channels, fields["thresholds"], fields["groups"], about or {})
+        return cls(kind.name, list(kind.classes), image_size, channels, fields["thresholds"], fields["groups"],
+                   fields["temperature"], about or {})
 
     def props(self) -> dict[str, str]:
         """The ONNX metadata_props: every value a string, lists and mappings as JSON."""
@@ -63,6 +69,8 @@ class ServingInfo:
             "decision": DECISIONS[self.task],
             "thresholds": json.dumps(self.thresholds),
             "groups": json.dumps(self.groups),
+            "temperature": json.dumps(self.temperature),
+            "calibration": TEMPERATURE_TEXT if self.temperature else "none: the model's own probabilities",
             "input": f"{INPUT}: {INPUT_TEXT}",
             "image_size": str(self.image_size),
             "channels": str(self.channels),
@@ -80,6 +88,7 @@ class ServingInfo:
             info = cls(
                 props["task"], list(json.loads(props["classes"])), int(props["image_size"]), int(props["channels"]),
                 list(json.loads(props.get("thresholds", "[]"))), list(json.loads(props.get("groups", "[]"))),
+                [float(t) for t in json.loads(props.get("temperature", "[]"))],
             )
         except (ValueError, TypeError) as err:
             raise UserError(f"{where}: unreadable metadata ({err}); export it again (dvc repro export)") from None
@@ -88,7 +97,7 @@ class ServingInfo:
         return info
 
     def kind(self) -> MulticlassKind | MultilabelKind:
-        return KINDS[self.task].from_fields(self.classes, self.thresholds, self.groups)
+        return KINDS[self.task].from_fields(self.classes, self.thresholds, self.groups, self.temperature)
 
 
 def session(path: Path, threads: int = 0, spin: bool = True):

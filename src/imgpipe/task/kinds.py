@@ -17,15 +17,19 @@ from typing import ClassVar, Self
 import numpy as np
 
 from imgpipe.data.labelsets import split_group
+from imgpipe.task import calibration
+from imgpipe.task.calibration import Calibration
 from imgpipe.task.decision import DecisionRule
 from imgpipe.task.mistakes import Worst, worst_label_sets, worst_single_label
 
 
 @dataclass(frozen=True)
 class MulticlassKind:
-    """Per image, a class index (N,)."""
+    """Per image, a class index (N,). `temperature`: () or (T,), the logits' divisor before the
+    softmax (`train.calibrate`, `imgpipe.task.calibration`)."""
 
     classes: list[str]
+    temperature: tuple[float, ...] = ()
     name: ClassVar[str] = "multiclass"
     adjective: ClassVar[str] = "single-label"  # in messages: "data.csv is single-label"
     unit: ClassVar[str] = "class"  # what one prediction is, in words
@@ -33,10 +37,27 @@ class MulticlassKind:
     activation: ClassVar[str] = "softmax"  # logits -> probabilities
 
     @classmethod
-    def from_fields(cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = ()) -> Self:
+    def from_fields(
+        cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = (),
+        temperature: Sequence[float] = (),
+    ) -> Self:
         """The kind as a model file (or an exported model's metadata) stores it; a single-label
         one has no decision rule to read."""
-        return cls(list(classes))
+        return cls(list(classes), tuple(float(t) for t in temperature))
+
+    def scaled(self, logits: np.ndarray) -> np.ndarray:
+        """(N, K) logits divided by the temperature, float64: what the probabilities come from."""
+        logits = np.asarray(logits, dtype=np.float64)
+        return logits / np.asarray(self.temperature) if self.temperature else logits
+
+    def calibration(self, targets: np.ndarray, logits: np.ndarray) -> Calibration:
+        """ECE, NLL and Brier of the probabilities this kind gives (`imgpipe.task.calibration`)."""
+        return calibration.single_label(self.scaled(logits), np.asarray(targets))
+
+    @staticmethod
+    def fit_temperature(targets: np.ndarray, logits: np.ndarray) -> tuple[float, ...]:
+        """(T,) minimising the val NLL of `logits` (as the model gives them, unscaled)."""
+        return (calibration.fit_single_label(np.asarray(logits, dtype=np.float64), np.asarray(targets)),)
 
     def decide_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """(N, K) probabilities -> (N,) class indices."""
@@ -75,11 +96,12 @@ class MulticlassKind:
         return values
 
     def worst(self, logits: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> list[Worst]:
-        """The `k` images with the highest loss, captioned (`imgpipe.task.mistakes`)."""
-        return worst_single_label(list(self.classes), logits, y_true, y_pred, k)
+        """The `k` images with the highest loss, captioned with the calibrated probabilities
+        (`imgpipe.task.mistakes`)."""
+        return worst_single_label(list(self.classes), self.scaled(logits), y_true, y_pred, k)
 
     def spec_fields(self) -> dict:
-        return {"task": self.name, "thresholds": [], "groups": []}
+        return {"task": self.name, "thresholds": [], "groups": [], "temperature": list(self.temperature)}
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,7 @@ class MultilabelKind:
 
     classes: list[str]
     rule: DecisionRule = field(default_factory=lambda: DecisionRule([], []))
+    temperature: tuple[float, ...] = ()  # () or one per label (`train.calibrate`)
     name: ClassVar[str] = "multilabel"
     adjective: ClassVar[str] = "multi-label"
     unit: ClassVar[str] = "label set"
@@ -96,8 +119,22 @@ class MultilabelKind:
     activation: ClassVar[str] = "sigmoid"
 
     @classmethod
-    def from_fields(cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = ()) -> Self:
-        return cls(list(classes), DecisionRule([float(t) for t in thresholds], [[int(k) for k in m] for m in groups]))
+    def from_fields(
+        cls, classes: Sequence[str], thresholds: Sequence[float] = (), groups: Sequence[Sequence[int]] = (),
+        temperature: Sequence[float] = (),
+    ) -> Self:
+        rule = DecisionRule([float(t) for t in thresholds], [[int(k) for k in m] for m in groups])
+        return cls(list(classes), rule, tuple(float(t) for t in temperature))
+
+    scaled = MulticlassKind.scaled
+
+    def calibration(self, targets: np.ndarray, logits: np.ndarray) -> Calibration:
+        return calibration.multi_label(self.scaled(logits), np.asarray(targets))
+
+    @staticmethod
+    def fit_temperature(targets: np.ndarray, logits: np.ndarray) -> tuple[float, ...]:
+        """One temperature per label (`imgpipe.task.calibration.fit_multi_label`)."""
+        return tuple(calibration.fit_multi_label(np.asarray(logits, dtype=np.float64), np.asarray(targets)))
 
     def decide_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """(N, K) probabilities -> (N, K) 0/1 label sets."""
@@ -122,7 +159,8 @@ class MultilabelKind:
         return " ".join(v for v in values if v != "blank")
 
     def spec_fields(self) -> dict:
-        return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups}
+        return {"task": self.name, "thresholds": list(self.rule.thresholds), "groups": self.rule.groups,
+                "temperature": list(self.temperature)}
 
     def one_hot(self, values: np.ndarray) -> np.ndarray:
         return values.astype(bool)
@@ -147,7 +185,7 @@ class MultilabelKind:
 
     def worst(self, logits: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> list[Worst]:
         """The `k` images with the most wrong labels, captioned (`imgpipe.task.mistakes`)."""
-        return worst_label_sets(list(self.classes), logits, y_true, y_pred, k)
+        return worst_label_sets(list(self.classes), self.scaled(logits), y_true, y_pred, k)
 
 
 KINDS: dict[str, type[MulticlassKind | MultilabelKind]] = {cls.name: cls for cls in (MulticlassKind, MultilabelKind)}

@@ -73,9 +73,31 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     return {
         "exact_match_accuracy": float((y_true == y_pred).all(axis=1).mean()) if n else 0.0,
         "hamming_accuracy": float((y_true == y_pred).mean()) if n else 0.0,
+        "balanced_accuracy": multilabel_balanced_accuracy(y_true, y_pred),
         **{f"{name}_micro": float(v) for name, v in zip(("precision", "recall", "f1"), micro, strict=True)},
         **{f"{name}_macro": float(v) for name, v in zip(("precision", "recall", "f1"), macro, strict=True)},
     }
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Single-label: the mean recall over the classes in `y_true` (scikit-learn's
+    `balanced_accuracy_score`): a model that always says the commonest class scores 1 / k."""
+    classes = np.unique(y_true)
+    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in classes])) if len(classes) else 0.0
+
+
+def multilabel_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Multi-label: per label, the mean of its recall on the images that carry it and on those
+    that do not ((TPR + TNR) / 2, binary balanced accuracy), averaged over the labels that have
+    both kinds of image in `y_true`."""
+    truth, pred = y_true.astype(bool), y_pred.astype(bool)
+    positives, negatives = truth.sum(axis=0), (~truth).sum(axis=0)  # (K,)
+    both = (positives > 0) & (negatives > 0)
+    if not both.any():
+        return 0.0
+    tpr = (truth & pred).sum(axis=0)[both] / positives[both]
+    tnr = (~truth & ~pred).sum(axis=0)[both] / negatives[both]
+    return float(((tpr + tnr) / 2).mean())
 
 
 def classes_without_examples(y_true: np.ndarray, classes: Sequence[str]) -> list[str]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from imgpipe.core.errors import UserError
 from imgpipe.core.notes import Note
@@ -33,6 +34,7 @@ from imgpipe.task.decision import DecisionRule, one_of_groups, tune_thresholds
 from imgpipe.task.kinds import MulticlassKind, MultilabelKind
 from imgpipe.task.losses import LOSSES, MULTILABEL_LOSSES, LossFn, positive_weights
 from imgpipe.task.metrics import (
+    balanced_accuracy,
     classes_without_examples,
     classification_metrics,
     confusion_counts,
@@ -68,7 +70,7 @@ class Multiclass(MulticlassKind):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Multiclass:
-        return cls.from_fields(spec.classes)
+        return cls.from_fields(spec.classes, temperature=spec.temperature)
 
     def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """(N, K) 0/1: each row's class, one-hot."""
@@ -87,24 +89,56 @@ class Multiclass(MulticlassKind):
             raise UserError("params: train.monitor val/f1_micro is for multi-label data (single-label: use val/accuracy)")
         if params.pos_weight != "none":
             raise UserError("params: train.pos_weight is for multi-label data; set it to none")
+        if params.class_weight != "none" and self.loss_name(params) != "cross_entropy":
+            raise UserError(f"params: train.class_weight weights the cross_entropy loss, not '{self.loss_name(params)}'; "
+                            "set train.loss to cross_entropy (or auto), or train.class_weight to none")
+        if isinstance(params.class_weight, dict) and self.classes:
+            unknown = [name for name in params.class_weight if name not in self.classes]
+            if unknown:
+                raise UserError(f"params: train.class_weight names '{unknown[0]}', which is not a class of the data; "
+                                f"the classes are {', '.join(self.classes[:20])}" + (" ..." if len(self.classes) > 20 else ""))
 
     def loss_name(self, params: TrainParams) -> str:
         return "cross_entropy" if params.loss == "auto" else params.loss
 
+    def class_weights(self, params: TrainParams, train_targets: torch.Tensor) -> dict[str, float] | None:
+        """`train.class_weight` per class, or None (`none`): `balanced` is scikit-learn's
+        n / (k * n_c) over the train split's (N,) targets (a class with no training image gets 1);
+        a mapping names some classes, the others weigh 1."""
+        if params.class_weight == "none":
+            return None
+        if isinstance(params.class_weight, dict):
+            return {name: float(params.class_weight.get(name, 1.0)) for name in self.classes}
+        counts = torch.bincount(train_targets.cpu(), minlength=len(self.classes)).double()  # (K,)
+        n, k = float(counts.sum()), len(self.classes)
+        return {name: round(n / (k * c), 6) if c else 1.0 for name, c in zip(self.classes, counts.tolist(), strict=True)}
+
     def create_loss(self, params: TrainParams, train_targets: torch.Tensor) -> LossFn:
         self.check_params(params)
         name = self.loss_name(params)
+        weights = self.class_weights(params, train_targets)
+        if weights is not None:
+            return weighted_cross_entropy(torch.tensor(list(weights.values()), device=train_targets.device), params.label_smoothing)
         return choose(LOSSES, "loss", name)(dataclasses.replace(params, loss=name))
+
+    def sample_weights(self, params: TrainParams, train_targets: torch.Tensor) -> torch.Tensor | None:
+        """`train.sampler: balanced`: (N,) each training image's chance to be drawn, 1 / its
+        class's count, so every class is drawn equally often; None for `shuffle`."""
+        if params.sampler == "shuffle":
+            return None
+        counts = torch.bincount(train_targets.cpu(), minlength=len(self.classes)).double()
+        return 1.0 / counts[train_targets.cpu()]
 
     def for_training(self, params: TrainParams, train_targets: torch.Tensor) -> tuple[Multiclass, list[Note]]:
         return self, []
 
-    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> tuple[Multiclass, list[Note]]:
-        return self, []
+    def after_training(self, params: TrainParams, val_logits: torch.Tensor, val_targets: torch.Tensor) -> tuple[Multiclass, list[Note]]:
+        """`train.calibrate: temperature`: the temperature fitted on the best epoch's val logits."""
+        return calibrated(self, params, val_logits, val_targets)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, K) class probabilities, summing to 1 per image."""
-        return torch.softmax(logits, dim=1)
+        """(N, K) class probabilities, summing to 1 per image (after the temperature)."""
+        return torch.softmax(scaled(self, logits), dim=1)
 
     def decide(self, logits: torch.Tensor) -> np.ndarray:
         return logits.argmax(1).numpy()  # (N,): the argmax of the probabilities, without computing them
@@ -116,7 +150,8 @@ class Multiclass(MulticlassKind):
     def test_scores(self, y_true: np.ndarray, y_pred: np.ndarray) -> HeldOutScores:
         """Macro averages cover the classes with test images; the others (too few images for the
         split) are counted in `classes_without_test_images` and named in a warning."""
-        metrics: dict = {**classification_metrics(y_true, y_pred, np.unique(y_true)), "test_images": len(y_true)}
+        metrics: dict = {**classification_metrics(y_true, y_pred, np.unique(y_true)),
+                         "balanced_accuracy": balanced_accuracy(y_true, y_pred), "test_images": len(y_true)}
         missing = classes_without_examples(y_true, self.classes)
         notes = []
         if missing:  # only then, so the metrics of data with every class in test stay as they were
@@ -151,7 +186,7 @@ class Multilabel(MultilabelKind):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Multilabel:
-        return cls.from_fields(spec.classes, spec.thresholds, spec.groups)
+        return cls.from_fields(spec.classes, spec.thresholds, spec.groups, spec.temperature)
 
     def label_matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """(N, K) 0/1 in vocabulary order."""
@@ -172,6 +207,12 @@ class Multilabel(MultilabelKind):
             raise UserError("params: train.label_smoothing is for cross_entropy on single-label data; set it to 0")
         if params.pos_weight == "auto" and name != "bce":
             raise UserError(f"params: train.pos_weight auto works with train.loss bce, not '{name}'")
+        if params.class_weight != "none":
+            raise UserError("params: train.class_weight is for single-label data; multi-label: train.pos_weight auto "
+                            "weights each label's positives")
+        if params.sampler != "shuffle":
+            raise UserError("params: train.sampler balanced is for single-label data (an image carries several "
+                            "labels, so no draw balances them all); multi-label: train.pos_weight auto")
 
     def loss_name(self, params: TrainParams) -> str:
         return "bce" if params.loss == "auto" else params.loss
@@ -190,19 +231,27 @@ class Multilabel(MultilabelKind):
         threshold = 0.5 if params.threshold == "tune" else float(params.threshold)
         return dataclasses.replace(self, rule=DecisionRule([threshold] * len(self.classes), groups)), notes
 
-    def after_training(self, params: TrainParams, val_logits, val_targets: torch.Tensor) -> tuple[Multilabel, list[Note]]:
-        """`threshold: tune`: per-label thresholds for the best F1 on val (`val_logits()` gives
-        the best epoch's validation logits), and a note of them."""
+    def class_weights(self, params: TrainParams, train_targets: torch.Tensor) -> dict[str, float] | None:
+        return None  # check_params refuses train.class_weight (train.pos_weight weighs labels)
+
+    def sample_weights(self, params: TrainParams, train_targets: torch.Tensor) -> torch.Tensor | None:
+        return None  # check_params refuses train.sampler balanced
+
+    def after_training(self, params: TrainParams, val_logits: torch.Tensor, val_targets: torch.Tensor) -> tuple[Multilabel, list[Note]]:
+        """`train.calibrate: temperature`: one temperature per label on the best epoch's val
+        logits; then `threshold: tune`: per-label thresholds for the best F1 on val, on the
+        calibrated probabilities, and a note of them."""
+        task, notes = calibrated(self, params, val_logits, val_targets)
         if params.threshold != "tune":
-            return self, []
-        thresholds = tune_thresholds(torch.sigmoid(val_logits()).numpy(), val_targets.numpy())
-        note = Note("tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
-                    + (" ..." if len(thresholds) > 10 else ""))
-        return dataclasses.replace(self, rule=DecisionRule(list(thresholds), self.rule.groups)), [note]
+            return task, notes
+        thresholds = tune_thresholds(task.probabilities(val_logits).numpy(), val_targets.numpy())
+        notes.append(Note("tuned thresholds on val: " + ", ".join(f"{t:.2f}" for t in thresholds[:10])
+                          + (" ..." if len(thresholds) > 10 else "")))
+        return dataclasses.replace(task, rule=DecisionRule(list(thresholds), task.rule.groups)), notes
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, K) independent per-label probabilities."""
-        return torch.sigmoid(logits)
+        """(N, K) independent per-label probabilities (after each label's temperature)."""
+        return torch.sigmoid(scaled(self, logits))
 
     def decide(self, logits: torch.Tensor) -> np.ndarray:
         return self.decide_probabilities(self.probabilities(logits).numpy())  # (N, K)
@@ -241,6 +290,33 @@ class Multilabel(MultilabelKind):
 
 
 Task = Multiclass | Multilabel
+
+
+def scaled(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    """(N, K) logits divided by the task's temperature (none: as they are)."""
+    return logits / torch.tensor(task.temperature, dtype=logits.dtype, device=logits.device) if task.temperature else logits
+
+
+def calibrated(task: Task, params: TrainParams, val_logits: torch.Tensor, val_targets: torch.Tensor) -> tuple[Task, list[Note]]:
+    """`task` with the temperature `train.calibrate` fits on the val split (none: as it is), and a note of it."""
+    if params.calibrate == "none":
+        return task, []
+    temperature = task.fit_temperature(val_targets.numpy(), val_logits.numpy())
+    shown = f"{temperature[0]:.3f}" if len(temperature) == 1 else f"{min(temperature):.3f} to {max(temperature):.3f} over the labels"
+    return dataclasses.replace(task, temperature=temperature), [Note(f"temperature {shown}, fitted on val (train.calibrate)")]
+
+
+def weighted_cross_entropy(weights: torch.Tensor, label_smoothing: float = 0.0) -> LossFn:
+    """Cross-entropy with each image's term times its class's weight, averaged over the images.
+    Not `nn.CrossEntropyLoss(weight=)`, which divides by the batch's summed weight: that sum
+    differs between the ranks' shares of a batch, so two processes would not learn what one does;
+    balanced weights average 1 over the train split, so `train.lr` means what it did."""
+
+    def compute(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
+        return (losses * weights.to(losses.dtype)[targets]).mean()
+
+    return compute
 TASKS_BY_KIND: dict[str, type[Multiclass | Multilabel]] = {cls.name: cls for cls in (Multiclass, Multilabel)}  # by kind
 
 

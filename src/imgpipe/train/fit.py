@@ -48,6 +48,8 @@ class Fit:
     # (several ranks) and/or torch.compile (`train.compile`); `model` holds the weights.
     wrapped: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    # train.sampler balanced: (N,) each training image's chance to be drawn (`draw_order`); None: a shuffle
+    sampling: torch.Tensor | None = None
     ranks: Ranks = field(default=SINGLE)  # this process's share of the work (imgpipe.train.distributed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +120,7 @@ def make_fit(
         channels_last=channels_last,
         wrapped=torch.compile(wrapped or model) if params.compile else wrapped,
         scaler=torch.amp.GradScaler(device.type) if autocast == torch.float16 else None,
+        sampling=task.sample_weights(params, train_data.targets),
         ranks=ranks,
     )
 

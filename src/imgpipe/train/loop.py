@@ -33,7 +33,7 @@ def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: 
     """
     set_train_mode(fit.model, fit.head, fit.frozen)
     n = len(data.targets)
-    order = torch.randperm(n, generator=generator)
+    order = draw_order(n, generator, fit.sampling)
     total = torch.zeros((), device=fit.device)
     mean, std = (torch.tensor(v, device=fit.device) for v in (fit.mean, fit.std))  # copied once, not per batch
     plan = functools.partial(fit.augment.plan, generator=generator) if fit.augment.active else None
@@ -49,6 +49,15 @@ def train_one_epoch(fit: Fit, data: LabelledImages, batch_size: int, generator: 
         total += loss * len(targets)
         on_batch(loss if part == 1 else loss * part)
     return fit.ranks.sum(total).item() / n
+
+
+def draw_order(n: int, generator: torch.Generator, sampling: torch.Tensor | None = None) -> torch.Tensor:
+    """An epoch's (n,) image indices: a permutation, or with `sampling` (`train.sampler: balanced`)
+    n draws with replacement in proportion to it. Drawn from `generator` on the CPU, so every rank
+    draws the same epoch and a resumed run draws what the uninterrupted one did."""
+    if sampling is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(sampling, n, replacement=True, generator=generator)
 
 
 def train_step(fit: Fit, x: torch.Tensor, targets: torch.Tensor, weight: float = 1.0) -> torch.Tensor:

@@ -17,16 +17,18 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from dvclive import Live
 
 from imgpipe.core.atomic import scratch_dir, staged_outputs
 from imgpipe.core.errors import UserError
-from imgpipe.core.notes import say
+from imgpipe.core.notes import Note, say
 from imgpipe.core.params import LAUNCH_KEYS, ImageParams, TrainParams
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.profile import needs_profile, profile_images, resolve_image
@@ -106,6 +108,8 @@ def train(
     logger = Live(str(live_dir), resume=state.epoch > 0, dvcyaml=None, save_dvc_exp=False) if ranks.main else nullcontext(NotLogged())
     with logger as live, StateWriter(resume_dir) as writer:
         live.log_params({"image": {"size": image.size, "channels": channels}})  # as trained, `auto` resolved
+        if (weights := task.class_weights(params, train_data.targets)) is not None:
+            live.log_params({"train": {"class_weights": weights}})  # `balanced` resolved
 
         def checkpoint(fit: Fit) -> None:
             if ranks.main:  # one writer
@@ -113,11 +117,11 @@ def train(
 
         fit = run_epochs(fit, params, train_data, val_data, generator, live, state, checkpoint)
         live.summary["best"] = state.best
+        if ranks.main:
+            task = after_training(fit, params, state, val_data, live)
     if not ranks.main:
         return None
 
-    task, notes = fit.task.after_training(params, lambda: best_logits(fit, state, val_data), val_data.targets)
-    say("train", notes)
     spec = ModelSpec(model_name, task.classes, image.size, channels, fit.mean, fit.std,
                      model_args=dict(model_args or {}), **task.spec_fields())
     with staged_outputs() as staged:  # the model file and its metrics land together
@@ -125,6 +129,35 @@ def train(
         shutil.copytree(live_dir, staged.folder(metrics_dir), dirs_exist_ok=True)
     shutil.rmtree(resume_dir)
     return state.best
+
+
+def after_training(fit: Fit, params: TrainParams, state, val_data: LabelledImages, live) -> Task:
+    """The task as the model file stores it: the temperature (`train.calibrate`) and tuned
+    thresholds fitted on the best epoch's val logits; the val split's calibration before and
+    after goes in the metrics (`calibration`), and the seconds the fit took in a note."""
+    logits = best_logits(fit, state, val_data)
+    targets = val_data.targets.numpy()
+    started = time.perf_counter()
+    task, notes = fit.task.after_training(params, logits, val_data.targets)
+    took = time.perf_counter() - started
+    after = task.calibration(targets, logits.numpy()).scores
+    summary = {"val": after}
+    if task.temperature:
+        before = fit.task.calibration(targets, logits.numpy()).scores
+        # the fit's seconds go in the note, not the metrics: a rerun must write the same metrics
+        summary |= {"val_before": before, "temperature": temperature_summary(task.temperature)}
+        notes.append(Note(f"val ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f} "
+                          f"({took:.3f} s)"))
+    live.summary["calibration"] = summary
+    say("train", notes)
+    return task
+
+
+def temperature_summary(temperature: tuple[float, ...]) -> float | dict[str, float]:
+    """The metric of a fitted temperature: itself, or per-label temperatures' spread."""
+    if len(temperature) == 1:
+        return temperature[0]
+    return {"min": min(temperature), "median": float(np.median(temperature)), "max": max(temperature)}
 
 
 def check_fits_before_decoding(
