@@ -170,11 +170,13 @@ def test_review_of_a_worse_model(hosting: Hosting, tmp_path: Path):
     assert head_acc < base_acc
     assert f"**Accuracy** {100 * base_acc:.1f}% → {100 * head_acc:.1f}%" in text
     assert re.search(r"\*\*-\d+\.\d points \(-\d+ images\)\*\*; 95% interval -\d+\.\d to -\d+\.\d; \*\*significant\*\*, p [<=] 0\.0", text), text
+    assert re.search(r"- \*\*Balanced accuracy \(macro recall\)\*\* \d+\.\d% → \d+\.\d%: -\d+\.\d points; 95% interval -", text), text
     assert "Classes whose F1 moved beyond noise" in text
     assert "Warning" not in text
     # Every plot DVC defines, both sides, as a real PNG beside the Markdown.
     links = re.findall(r"!\[([^]]+)\]\((review_files/[^)]+\.png)\)", text)
-    assert {title for title, _ in links} >= {"Confusion matrix (test)", "Training loss", "Validation accuracy and macro F1"}
+    assert {title for title, _ in links} >= {"Confusion matrix (test)", "Training loss", "Validation accuracy and macro F1",
+                                             "Reliability diagram (test)"}
     for _, link in links:
         assert (repo / "review" / link).read_bytes().startswith(PNG)
     assert "review:" in done.stderr

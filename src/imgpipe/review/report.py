@@ -146,6 +146,8 @@ def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
         f"{'**significant**' if result.significant else 'not significant'}, {p_value(result.p_value)}",
         f"- **Macro F1** {pct(result.f1_macro[0])} → {pct(result.f1_macro[1])}: "
         + change_line(result.f1_macro[1] - result.f1_macro[0], result.f1_macro_change),
+        f"- **{recall_name(outcomes)}** {pct(result.recall_macro[0])} → {pct(result.recall_macro[1])}: "
+        + change_line(result.recall_macro[1] - result.recall_macro[0], result.recall_macro_change),
     ]
     about = (
         f"Both models scored the same {n} test images. Exact McNemar test on the images only one model "
@@ -154,6 +156,11 @@ def paired(result: Paired, outcomes: Outcomes, resamples: int) -> str:
         f"significant means p < {ALPHA:g}. Intervals: paired bootstrap over the test images, {resamples} resamples."
     )
     return "\n".join(lines) + "\n\n" + about + "\n\n" + classes_section(result)
+
+
+def recall_name(outcomes: Outcomes) -> str:
+    """Macro recall by the name single-label data knows it by: the mean per-class recall is balanced accuracy."""
+    return "Balanced accuracy (macro recall)" if outcomes.task == "multiclass" else "Macro recall"
 
 
 def change_line(delta: float, interval: Interval) -> str:
@@ -176,19 +183,20 @@ def classes_section(result: Paired) -> str:
 def unpaired(result: Unpaired, base: Outcomes, head: Outcomes, resamples: int) -> str:
     rows = [
         [name, str(side.images), with_interval(side.accuracy, side.accuracy_interval),
-         with_interval(side.f1_macro, side.f1_macro_interval)]
+         with_interval(side.f1_macro, side.f1_macro_interval), with_interval(side.recall_macro, side.recall_macro_interval)]
         for name, side in (("base", result.base), ("head", result.head))
     ]
     changes = [
         "- **Accuracy** " + change_line(result.head.accuracy - result.base.accuracy, result.accuracy_change),
         "- **Macro F1** " + change_line(result.head.f1_macro - result.base.f1_macro, result.f1_macro_change),
+        f"- **{recall_name(head)}** " + change_line(result.head.recall_macro - result.base.recall_macro, result.recall_macro_change),
     ]
     return (
         f"**The test sets differ** (base {base.test_set[:12]}, {len(base)} images; head {head.test_set[:12]}, "
         f"{len(head)} images): the data or the split changed, so the two models cannot be paired image by image "
         f"and no paired test applies. Each side on its own test set, with its own {LEVEL} bootstrap interval "
         f"({resamples} resamples):\n\n"
-        + table(["side", "test images", "accuracy", "macro F1"], rows)
+        + table(["side", "test images", "accuracy", "macro F1", recall_name(head).lower()], rows)
         + "\n\nThe change, between independent resamples of the two test sets (it mixes the models' "
         "difference with the test sets' difference):\n\n" + "\n".join(changes)
     )

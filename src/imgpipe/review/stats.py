@@ -2,8 +2,8 @@
 
 When both revisions scored the same test images (equal `Outcomes.test_set` keys), the images
 pair up: an exact McNemar test on the images only one model gets right, and a paired bootstrap
-(the same resampled images for both models) for the change in accuracy, macro F1 and each
-class's F1. When the test sets differ, each side gets its own bootstrap interval instead.
+(the same resampled images for both models) for the change in accuracy, macro F1, macro recall
+(single-label: balanced accuracy) and each class's F1. When the test sets differ, each side gets its own bootstrap interval instead.
 Accuracy is exact match for multi-label data; F1 is computed from one-hot (multi-label: label)
 counts exactly as the evaluate stage does, so the point estimates equal its metrics.
 """
@@ -56,6 +56,8 @@ class Paired:
     accuracy_change: Interval
     f1_macro: tuple[float, float]
     f1_macro_change: Interval
+    recall_macro: tuple[float, float]  # single-label: balanced accuracy
+    recall_macro_change: Interval
     classes: list[ClassChange]
 
     @property
@@ -72,6 +74,8 @@ class Alone:
     accuracy_interval: Interval
     f1_macro: float
     f1_macro_interval: Interval
+    recall_macro: float
+    recall_macro_interval: Interval
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Unpaired:
     head: Alone
     accuracy_change: Interval
     f1_macro_change: Interval
+    recall_macro_change: Interval
 
 
 def mcnemar_exact(only_base: int, only_head: int) -> float:
@@ -100,13 +105,13 @@ def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, s
     right = base.correct(), head.correct()  # (N,) each
     scorers = [Scorer(truth, decided, ok) for decided, ok in zip((base_dec, head_dec), right, strict=True)]
     n = len(truth)
-    (acc0, f10, per0), (acc1, f11, per1) = (score(np.ones((1, n))) for score in scorers)
-    draws = [], [], []  # accuracy, macro F1 and per-class F1 changes, an array per chunk
+    (acc0, f10, per0, r0), (acc1, f11, per1, r1) = (score(np.ones((1, n))) for score in scorers)
+    draws = [], [], [], []  # accuracy, macro F1, per-class F1 and macro recall changes, an array per chunk
     for weights in bootstrap_weights(n, resamples, seed):
-        (a0, m0, c0), (a1, m1, c1) = (score(weights) for score in scorers)
-        for store, change in zip(draws, (a1 - a0, m1 - m0, c1 - c0), strict=True):
-            store.append(change)
-    acc_change, f1_change, per_class = (np.concatenate(d) for d in draws)
+        base_scores, head_scores = (score(weights) for score in scorers)
+        for store, b, h in zip(draws, base_scores, head_scores, strict=True):
+            store.append(h - b)
+    acc_change, f1_change, per_class, recall_change = (np.concatenate(d) for d in draws)
     only_base, only_head = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
     return Paired(
         images=n,
@@ -118,6 +123,8 @@ def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, s
         accuracy_change=interval(acc_change),
         f1_macro=(float(f10[0]), float(f11[0])),
         f1_macro_change=interval(f1_change),
+        recall_macro=(float(r0[0]), float(r1[0])),
+        recall_macro_change=interval(recall_change),
         classes=[
             ClassChange(name, float(per0[0, k]), float(per1[0, k]), interval(per_class[:, k]))
             for k, name in enumerate(classes)
@@ -126,8 +133,8 @@ def compare_paired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, s
 
 
 def compare_unpaired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Unpaired:
-    """Two records of different test sets: each side's own intervals, and the change in accuracy
-    and macro F1 between independent resamples of the two sides."""
+    """Two records of different test sets: each side's own intervals, and the change in accuracy,
+    macro F1 and macro recall between independent resamples of the two sides."""
     (base_alone, base_draws), (head_alone, head_draws) = (
         _alone(record, resamples, seed + side) for side, record in enumerate((base, head))
     )
@@ -136,17 +143,18 @@ def compare_unpaired(base: Outcomes, head: Outcomes, resamples: int = RESAMPLES,
 
 
 def summarize_alone(outcomes: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> Alone:
-    """Accuracy and macro F1 of one record, each with its own bootstrap interval."""
+    """Accuracy, macro F1 and macro recall of one record, each with its own bootstrap interval."""
     return _alone(outcomes, resamples, seed)[0]
 
 
-def _alone(outcomes: Outcomes, resamples: int, seed: int) -> tuple[Alone, tuple[np.ndarray, np.ndarray]]:
+def _alone(outcomes: Outcomes, resamples: int, seed: int) -> tuple[Alone, tuple[np.ndarray, ...]]:
     score = Scorer(*outcomes.one_hot(), outcomes.correct())
     n = len(outcomes)
-    (acc,), (f1,), _ = score(np.ones((1, n)))
-    draws = [score(weights)[:2] for weights in bootstrap_weights(n, resamples, seed)]
-    accs, f1s = (np.concatenate(d) for d in zip(*draws, strict=True))
-    return Alone(n, float(acc), interval(accs), float(f1), interval(f1s)), (accs, f1s)
+    (acc,), (f1,), _, (recall,) = score(np.ones((1, n)))
+    draws = [(a, f, r) for a, f, _, r in (score(weights) for weights in bootstrap_weights(n, resamples, seed))]
+    accs, f1s, recalls = (np.concatenate(d) for d in zip(*draws, strict=True))
+    alone = Alone(n, float(acc), interval(accs), float(f1), interval(f1s), float(recall), interval(recalls))
+    return alone, (accs, f1s, recalls)
 
 
 def aligned(base: Outcomes, head: Outcomes) -> tuple[list[str], np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -173,22 +181,28 @@ def bootstrap_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]
 
 
 class Scorer:
-    """Accuracy, macro F1 and per-class F1 of one model's decisions on weighted images."""
+    """Accuracy, macro F1, per-class F1 and macro recall of one model's decisions on weighted images."""
 
     def __init__(self, truth: np.ndarray, decided: np.ndarray, right: np.ndarray):
         # (N, K) indicators, sparse: most images carry one class (a few labels) of K
         self.indicators = [sparse.csr_array(m.astype(np.float64)) for m in (truth & decided, truth, decided)]
         self.right = right.astype(np.float64)  # (N,)
 
-    def __call__(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For (B, N) image weights: accuracy (B,), macro F1 (B,) and F1 per class (B, K), NaN
-        where a class has no true and no predicted image (left out of the macro average)."""
+    def __call__(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For (B, N) image weights: accuracy (B,), macro F1 (B,), F1 per class (B, K), NaN
+        where a class has no true and no predicted image (left out of the macro average), and
+        macro recall (B,) over the classes with a true image (single-label: balanced accuracy)."""
         tp, support, predicted = ((m.T @ weights.T).T for m in self.indicators)  # (B, K) each
         with np.errstate(invalid="ignore", divide="ignore"):
             f1 = 2 * tp / (support + predicted)
-        defined = (~np.isnan(f1)).sum(axis=1)
-        macro = np.divide(np.nansum(f1, axis=1), defined, out=np.zeros(len(f1)), where=defined > 0)
-        return weights @ self.right / weights.sum(axis=1), macro, f1
+            recall = tp / support
+        return weights @ self.right / weights.sum(axis=1), _nan_mean(f1), f1, _nan_mean(recall)
+
+
+def _nan_mean(values: np.ndarray) -> np.ndarray:
+    """(B, K) -> (B,): the mean of each row's defined values, 0 where none is."""
+    defined = (~np.isnan(values)).sum(axis=1)
+    return np.divide(np.nansum(values, axis=1), defined, out=np.zeros(len(values)), where=defined > 0)
 
 
 def interval(draws: np.ndarray) -> Interval:
