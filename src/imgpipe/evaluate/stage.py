@@ -22,9 +22,9 @@ from imgpipe.feed.device import resolve_device
 from imgpipe.feed.inference import predict_logits
 from imgpipe.feed.tensors import load_split
 from imgpipe.models.checkpoint import load_checkpoint
+from imgpipe.task.calibration import Calibration
 from imgpipe.task.metrics import label_confusion_counts
 from imgpipe.task.outcomes import record_outcomes, write_outcomes
-from imgpipe.task.calibration import Calibration
 from imgpipe.task.tasks import Task, check_task_matches, task_from_spec, task_of
 
 

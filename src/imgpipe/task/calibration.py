@@ -135,7 +135,8 @@ def fit_multi_label(logits: np.ndarray, targets: np.ndarray) -> list[float]:
 
 def _fit(nll) -> float:
     """Minimise a function of T over [LOWEST, HIGHEST], searched on log T (Brent, bounded)."""
-    from scipy.optimize import minimize_scalar  # here: the predict path reads kinds without fitting, and scipy costs it 0.3 s
+    # imported here: the predict path reads kinds without fitting, and scipy costs it 0.3 s
+    from scipy.optimize import minimize_scalar
 
     found = minimize_scalar(lambda u: nll(math.exp(u)), bounds=(math.log(LOWEST), math.log(HIGHEST)),
                             method="bounded", options={"xatol": 1e-5})
