@@ -139,6 +139,8 @@ def project(tmp_path_factory, ran_shapes: Path) -> Path:
 @needs_chromium
 def test_show_renders_offline(project: Path, tmp_path: Path):
     summary = assert_renders(project, ["show"], "dvc_plots", tmp_path, revisions=1)
+    # The reliability diagram is on the page (and drawn: assert_renders saw every vega plot drawn).
+    assert "Reliability diagram (test)" in (project / "dvc_plots/index.html").read_text(encoding="utf-8")
     # The gallery of mistakes and augment's sample sheet are on the page, loaded.
     mistakes = sorted(p.name for p in (project / "metrics/evaluate/plots/images").glob("mistake_*.png"))
     assert mistakes and len(images_of(summary, "metrics/evaluate/plots/images")) == len(mistakes)
