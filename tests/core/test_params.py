@@ -23,7 +23,7 @@ from imgpipe.core.params import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-TOP_KEYS = "seed, task, model, model_args, data, image, augment, split, train, predict, export"
+TOP_KEYS = "seed, task, model, model_args, data, image, augment, split, train, predict, export, cv"
 TRAIN_KEYS = (
     "epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, loss, label_smoothing, pos_weight, threshold, "
     "scheduler, lr_step_size, lr_gamma, lr_patience, warmup_epochs, clip_grad_norm, monitor, patience, "

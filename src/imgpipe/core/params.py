@@ -260,6 +260,30 @@ class ExportParams:
 
 
 @dataclass(frozen=True)
+class CvParams:
+    """k-fold cross-validation (docs/cross-validation.md). DVC makes one stage per item of a list
+    and has no conditional stages, so the number of folds is written as the fold list, and the
+    summary stage as a list of one item: K itself."""
+
+    folds: tuple[int, ...] = ()  # [] = off; [0, 1, ..., K-1]: K folds, one cv_fold stage each
+    summary: tuple[int, ...] = ()  # [] with no folds; [K] with K folds: the cv_summary stage
+
+    def __post_init__(self) -> None:
+        k = len(self.folds)
+        require(self.folds == tuple(range(k)), "cv.folds", list(self.folds), "[] (off) or [0, 1, ..., K-1] for K folds")
+        require(k != 1, "cv.folds", list(self.folds), "at least two folds, [0, 1]; [] for none")
+        require(
+            self.summary == ((k,) if k else ()), "cv.summary", list(self.summary),
+            f"[{k}] with cv.folds {list(self.folds)}" if k else "[] while cv.folds is []",
+        )
+
+    @property
+    def k(self) -> int:
+        """The number of folds; 0 when cross-validation is off."""
+        return len(self.folds)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole file. Every default equals params.yaml's value (tests/core/test_params.py checks), so
     deleting a key from params.yaml changes nothing."""
@@ -277,6 +301,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     predict: PredictParams = field(default_factory=PredictParams)
     export: ExportParams = field(default_factory=ExportParams)
+    cv: CvParams = field(default_factory=CvParams)
 
     def __post_init__(self) -> None:
         require(self.task in TASK_CHOICES, "task", self.task, " | ".join(TASK_CHOICES))

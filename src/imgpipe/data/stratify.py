@@ -27,14 +27,22 @@ UNASSIGNED = -1
 
 def iterative_split(targets: np.ndarray, groups: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
     """Split names, (N,), for (N, K) 0/1 targets; `fractions` are train/val/test and sum to 1."""
+    if len(fractions) != len(SPLITS):
+        raise ValueError(f"fractions must be ({len(SPLITS)},) for {SPLITS}, got {len(fractions)}")
+    return np.array(SPLITS)[iterative_assign(targets, groups, fractions, seed)]
+
+
+def iterative_assign(targets: np.ndarray, groups: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
+    """A bin index per item, (N,), for (N, K) 0/1 targets and S bins of the given `fractions`
+    (summing to 1): the splits, or K equal cross-validation folds."""
     targets, fractions_ = _check_inputs(targets, groups, fractions)
     if len(targets) == 0:
-        return np.array([], dtype=np.array(SPLITS).dtype)
+        return np.array([], dtype=int)
     rng = np.random.default_rng(seed)
     item_group, sizes, counts = aggregate_groups(targets, groups)
     split_of = _stratify_groups(counts, sizes, fractions_, rng)  # (G,)
     _fill_empty_splits(split_of, sizes, counts, fractions_ > 0)
-    return np.array(SPLITS)[split_of[item_group]]
+    return split_of[item_group]
 
 
 def _check_inputs(
@@ -49,8 +57,8 @@ def _check_inputs(
     if not np.isin(targets, (0, 1)).all():
         raise ValueError("targets must hold only 0 and 1")
     fractions_ = np.asarray(fractions, dtype=float)
-    if fractions_.shape != (len(SPLITS),):
-        raise ValueError(f"fractions must be ({len(SPLITS)},) for {SPLITS}, got shape {fractions_.shape}")
+    if fractions_.ndim != 1 or len(fractions_) < 2:
+        raise ValueError(f"fractions must be a list of at least two, got shape {fractions_.shape}")
     if (fractions_ < 0).any() or not np.isclose(fractions_.sum(), 1.0):
         raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions_.tolist()}")
     return targets, fractions_
@@ -86,7 +94,7 @@ def _stratify_groups(
         )  # (M,)
         split_of[members] = chosen
         # The placement only read this label's column; the other labels are updated once, in bulk.
-        received = np.eye(len(SPLITS))[chosen].T @ counts[members]  # (S, M) @ (M, K) -> (S, K)
+        received = np.eye(len(fractions))[chosen].T @ counts[members]  # (S, M) @ (M, K) -> (S, K)
         want_labels -= received
         have_labels += received
         remaining -= received.sum(axis=0).astype(remaining.dtype)
@@ -115,9 +123,9 @@ def _place_label(
 
     `occurrences` and `sizes` are (M,); `want_label`, `want_items`, `have_label` and `open_` are (S,).
     """
-    ties = rng.random((len(sizes), len(SPLITS))).tolist()  # (M, S)
+    ties = rng.random((len(sizes), len(open_))).tolist()  # (M, S)
     wanted, items, have = want_label.tolist(), want_items.tolist(), have_label.tolist()
-    splits = [s for s in range(len(SPLITS)) if open_[s]]
+    splits = [s for s in range(len(open_)) if open_[s]]
     chosen = []
     for i, (n, size) in enumerate(zip(occurrences.tolist(), sizes.tolist(), strict=True)):
         starved = [s for s in splits if have[s] == 0]
@@ -136,9 +144,9 @@ def _place_by_size(
     sizes: np.ndarray, want_items: np.ndarray, open_: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Split index (M,) for M groups, (M,) sizes, each to the split wanting most items; updates `want_items`."""
-    ties = rng.random((len(sizes), len(SPLITS))).tolist()  # (M, S)
+    ties = rng.random((len(sizes), len(open_))).tolist()  # (M, S)
     items = want_items.tolist()
-    splits = [s for s in range(len(SPLITS)) if open_[s]]
+    splits = [s for s in range(len(open_)) if open_[s]]
     chosen = []
     for i, size in enumerate(sizes.tolist()):
         best = max(splits, key=lambda s: (items[s], ties[i][s]))
@@ -156,7 +164,7 @@ def _fill_empty_splits(split_of: np.ndarray, sizes: np.ndarray, counts: np.ndarr
     if len(split_of) < open_.sum():
         return
     for empty in np.flatnonzero(open_):
-        per_split = np.bincount(split_of, minlength=len(SPLITS))  # (S,)
+        per_split = np.bincount(split_of, minlength=len(open_))  # (S,)
         if per_split[empty] > 0:
             continue
         donor = int(np.argmax(per_split))  # holds >= 2 groups: G >= open splits, one of them is empty
