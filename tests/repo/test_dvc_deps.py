@@ -30,8 +30,17 @@ from imgpipe.data.shards import members
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = "src/imgpipe"
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-IMAGE_READERS = ("train", "evaluate", "export", "predict")
+
+
+def as_one_stage(definition: dict) -> dict:
+    """A stage, or a `matrix`/`foreach` group's template with `${item...}` as its first item
+    would have it (0): every stage of a group runs the same script with the same deps."""
+    stage = definition.get("do", definition)
+    return stage | {"cmd": re.sub(r"\$\{item(\.\w+)?\}", "0", stage["cmd"])}
+
+
+STAGES = {name: as_one_stage(d) for name, d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
+IMAGE_READERS = ("train", "evaluate", "export", "predict", "cv_fold", "cv_summary")
 
 
 def closure(script: str, root: Path = REPO) -> dict[str, str]:

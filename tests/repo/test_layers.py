@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 TORCH = ("torch", "torchvision")
 TORCH_FREE = [
     "imgpipe.core", "imgpipe.data", "imgpipe.review",
-    "imgpipe.task.kinds", "imgpipe.task.outcomes", "imgpipe.task.decision", "imgpipe.task.metrics",
+    "imgpipe.task.kinds", "imgpipe.task.outcomes", "imgpipe.task.decision", "imgpipe.task.metrics", "imgpipe.task.label_issues",
+    "imgpipe.cv.summary",  # the cv_summary stage
     "imgpipe.predict.rows", "imgpipe.predict.onnx_model",  # predicting with the ONNX export
 ]
 

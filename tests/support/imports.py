@@ -14,7 +14,7 @@ from pathlib import Path
 
 # The layer packages of src/imgpipe, lowest first (ARCHITECTURE.md draws them in this order); the
 # modules at the top of src/imgpipe are the entry points, above them all.
-LAYERS = ["core", "data", "models", "task", "feed", "train", "evaluate", "predict", "review", "export"]
+LAYERS = ["core", "data", "models", "task", "feed", "train", "evaluate", "cv", "predict", "review", "export"]
 
 
 def runtime_nodes(tree: ast.AST, type_checking: bool = False):

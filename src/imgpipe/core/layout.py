@@ -21,6 +21,9 @@ SPLIT_METRICS = Path("metrics/split")
 TRAIN_METRICS = Path("metrics/train")
 EVALUATE_METRICS = Path("metrics/evaluate")
 EXPORT_METRICS = Path("metrics/export")
+CV_FOLDS = Path("cv/folds")  # cv_fold: one folder per fold, <fold>/ (DVC cache)
+CV_WORK = Path("cv/.work")  # cv_fold: a fold's training in progress (its resume state), <fold>/; git-ignored
+CV_METRICS = Path("metrics/cv")  # cv_summary
 
 # download -> data/raw (and metrics/download)
 IMAGES_DIR = "images"  # multi-label: the images, beside LABELS_FILE
@@ -48,3 +51,12 @@ ANNOTATION_COLUMNS = ("path", "source", "transform", "file", "offset", "size", "
 # evaluate -> metrics/evaluate
 OUTCOMES_FILE = "outcomes.json"  # each test image's outcome (imgpipe.task.outcomes), for `imgpipe review`
 RELIABILITY_FILE = "reliability.json"  # in metrics/evaluate: the reliability diagram's bins (imgpipe.task.calibration)
+
+# cv_fold -> cv/folds/<fold>/, read by cv_summary
+FOLD_SCORES = "scores.csv"  # each held-out image: path, md5, fold, decision, a `prob:<class>` probability column per class
+FOLD_METRICS = "metrics.json"  # the held-out fold's metrics (the evaluate stage's names), K, the fold's digest
+FOLD_TRAINING = "train"  # the fold's dvclive training log
+
+# cv_summary -> metrics/cv
+FOLDS_TABLE = "folds.csv"  # one row per fold, a column per metric (dvc plots: metric by fold)
+LABEL_ISSUES = "label_issues.tsv"  # training images whose labels look wrong, most suspect first

@@ -149,14 +149,14 @@ def inspect_image(path: Path) -> ImageInfo:
     return _read(Path(path), draft_box=1)[1]
 
 
-def open_image(path: Path, max_side: int | None = None) -> Image.Image:
-    """Decode an image upright (EXIF orientation applied), as 'L' or 'RGB'.
+def open_image(path: Path | Readable, max_side: int | None = None) -> Image.Image:
+    """Decode an image (a file, or one inside a shard) upright (EXIF orientation applied), as 'L' or 'RGB'.
 
     With `max_side`, the longer side is shrunk to at most `max_side` (aspect kept); JPEGs are then
     decoded at a reduced DCT scale to begin with, so a huge photo never exists at full size in memory.
     Raises UnreadableImage.
     """
-    img = _upright(Path(path), draft_box=max_side)
+    img = _upright(Path(path) if isinstance(path, str) else path, draft_box=max_side)
     if max_side is not None:
         img.thumbnail((max_side, max_side))
     return img

@@ -16,10 +16,12 @@ from typing import ClassVar, Self
 
 import numpy as np
 
+from imgpipe.core.layout import LABEL, LABEL_PREFIX
 from imgpipe.data.labelsets import split_group
-from imgpipe.task import calibration
+from imgpipe.task import calibration, label_issues
 from imgpipe.task.calibration import Calibration
 from imgpipe.task.decision import DecisionRule
+from imgpipe.task.label_issues import LabelIssues
 from imgpipe.task.mistakes import Worst, worst_label_sets, worst_single_label
 
 
@@ -102,6 +104,16 @@ class MulticlassKind:
 
     def spec_fields(self) -> dict:
         return {"task": self.name, "thresholds": [], "groups": [], "temperature": list(self.temperature)}
+
+    def given(self, rows) -> np.ndarray:
+        """(N,) class indices of an annotation table's rows, as labelled."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        return np.array([index[name] for name in rows[LABEL]], dtype=int)
+
+    @staticmethod
+    def label_issues(targets: np.ndarray, probs: np.ndarray) -> LabelIssues:
+        """The images whose labels look wrong given out-of-fold `probs` (`imgpipe.task.label_issues`)."""
+        return label_issues.single_label(targets, probs)
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,14 @@ class MultilabelKind:
     def worst(self, logits: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, k: int) -> list[Worst]:
         """The `k` images with the most wrong labels, captioned (`imgpipe.task.mistakes`)."""
         return worst_label_sets(list(self.classes), self.scaled(logits), y_true, y_pred, k)
+
+    def given(self, rows) -> np.ndarray:
+        """(N, K) 0/1 labels of an annotation table's rows, as labelled."""
+        return rows[[LABEL_PREFIX + name for name in self.classes]].to_numpy().astype(np.uint8)
+
+    @staticmethod
+    def label_issues(targets: np.ndarray, probs: np.ndarray) -> LabelIssues:
+        return label_issues.multi_label(targets, probs)
 
 
 KINDS: dict[str, type[MulticlassKind | MultilabelKind]] = {cls.name: cls for cls in (MulticlassKind, MultilabelKind)}
