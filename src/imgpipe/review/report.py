@@ -13,6 +13,7 @@ from imgpipe.core.atomic import staged_outputs
 from imgpipe.core.layout import OUTCOMES_FILE
 from imgpipe.data.labelsets import natural_key
 from imgpipe.review.defaults import RESAMPLES
+from imgpipe.review.folds import folds_section, load_folds
 from imgpipe.review.markdown import table
 from imgpipe.review.plots import Rendered, render_plots
 from imgpipe.review.revisions import (
@@ -63,6 +64,7 @@ def review(start: Path, base: str, head: str = WORKSPACE, out: Path | None = Non
         warning_notes(stale, uncommitted),
         verdict(*sides, resamples),
         params_section(params_diff(repo, *revisions)),
+        folds_section(*(load_folds(repo, r) for r in revisions)),
         metrics_section(metrics_diff(repo, *revisions), list(outputs)),
     ]
     if out is None:
