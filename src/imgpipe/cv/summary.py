@@ -13,7 +13,7 @@ import pandas as pd
 
 from imgpipe.core.atomic import atomic_dir
 from imgpipe.core.errors import UserError
-from imgpipe.core.layout import FOLD_METRICS, FOLD_SCORES, FOLDS_TABLE, LABEL_ISSUES, METRICS_FILE
+from imgpipe.core.layout import FOLD_METRICS, FOLD_SCORES, FOLDS_TABLE, LABEL, LABEL_ISSUES, METRICS_FILE
 from imgpipe.core.params import CvParams
 from imgpipe.data.annotations import read_annotations
 from imgpipe.data.folds import assign_folds, folds_digest
@@ -110,7 +110,7 @@ def issue_table(kind, rows: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 def given_text(row: pd.Series) -> str:
     """A row's label, or its labels joined by a space."""
-    return row["label"] if "label" in row.index else " ".join(positive_labels(row.to_dict()))
+    return row[LABEL] if LABEL in row.index else " ".join(positive_labels(row.to_dict()))
 
 
 def suspect_tiles(issues: pd.DataFrame, rows: pd.DataFrame, images_root: Path) -> dict:
