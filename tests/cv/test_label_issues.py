@@ -1,22 +1,23 @@
 """Label issues from out-of-fold probabilities find labels known to be wrong: 5% of the
-built-in digits are filed under another digit, the cv stages run, and most of the moved scans
-head metrics/cv/label_issues.tsv."""
+built-in digits are filed under another digit (`builtin:digits-mislabelled`), the cv stages run,
+and most of the moved scans head metrics/cv/label_issues.tsv."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
-from support.datasets import write_flipped_digits
 from support.project import prepare, run_stages, stage_in_process
+
+from imgpipe.data.sources import mislabelled_digits
 
 FOLDS = 5
 
 
 def test_flipped_digits_head_the_label_issues(tmp_path):
-    source, flipped = write_flipped_digits(tmp_path / "digits", share=0.05, seed=0)
+    flipped = {name: str(digit) for name, digit in mislabelled_digits().items()}
     overrides = {
-        "data": {"source": str(source)},
+        "data": {"source": "builtin:digits-mislabelled"},
         "augment": {"rotations": [], "shear": 0},  # originals only: a quick run
         "train": {"epochs": 6},
         "cv": {"folds": list(range(FOLDS)), "summary": [FOLDS]},

@@ -98,6 +98,20 @@ def test_builtin_digits_imbalanced_keeps_a_long_tail_of_the_same_scans(tmp_path)
     assert all((full / p).read_bytes() == (tmp_path / "raw" / p).read_bytes() for p in kept)  # the first scans, as they are
 
 
+def test_builtin_digits_mislabelled_files_a_known_five_percent_under_a_wrong_digit(tmp_path):
+    from imgpipe.data.sources import mislabelled_digits
+
+    download("builtin:digits-mislabelled", tmp_path / "raw")
+    full = tmp_path / "full"
+    download("builtin:digits", full)
+    filed = {p.name: p.parent.name for p in (tmp_path / "raw").rglob("*.png")}
+    truth = {p.name: p.parent.name for p in full.rglob("*.png")}
+    assert filed.keys() == truth.keys()  # every scan, once
+    moved = {name: int(truth[name]) for name in filed if filed[name] != truth[name]}
+    assert moved == mislabelled_digits() and len(moved) == round(0.05 * 1797)  # the answer key is what moved
+    assert all((full / truth[n] / n).read_bytes() == (tmp_path / "raw" / filed[n] / n).read_bytes() for n in moved)
+
+
 def test_unknown_builtin_is_rejected_and_creates_nothing(tmp_path):
     with pytest.raises(UserError, match=r"data.source 'builtin:cats' is unknown; builtin datasets: builtin:digits"):
         download("builtin:cats", tmp_path / "raw")

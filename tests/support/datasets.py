@@ -76,22 +76,3 @@ def write_photo_dataset(
                 img = img.convert("L").convert("RGB")
             img.save(root / name / f"{name}_{i:02d}.jpg", quality=90)
     return root
-
-
-def write_flipped_digits(root: Path, share: float = 0.05, seed: int = 0) -> tuple[Path, dict[str, str]]:
-    """The built-in digits (scikit-learn's 1,797 real scans) as class folders, with a random
-    `share` of them filed under another digit, drawn at random: a dataset with known label
-    errors. Returns the folder and, for each moved scan, its file name -> its true digit."""
-    from imgpipe.data.sources import write_builtin_digits
-
-    root.mkdir(parents=True)
-    write_builtin_digits(root)
-    files = sorted(root.glob("*/*.png"))
-    rng = np.random.default_rng(seed)
-    flipped = {}
-    for path in [files[i] for i in rng.choice(len(files), round(share * len(files)), replace=False)]:
-        true = path.parent.name
-        wrong = str(rng.choice([d for d in range(10) if str(d) != true]))
-        path.rename(root / wrong / path.name)
-        flipped[path.name] = true
-    return root, flipped

@@ -243,34 +243,68 @@ def long_tail(label: int) -> float:
     return 10 ** (-label / 9)
 
 
-# Single-label builtins: scikit-learn's digits, each class keeping a share of its scans (the first ones).
-BUILTIN_SINGLE_LABEL: dict[str, Callable[[int], float] | None] = {
-    "builtin:digits": None,
-    "builtin:digits-imbalanced": long_tail,
+MISLABELLED_SHARE = 0.05  # `builtin:digits-mislabelled`: the share of the scans filed under a wrong digit
+MISLABELLED_SEED = 0  # fixed: the same scans are wrong on every machine, so a finder can be scored
+
+
+def mislabelled_scans(labels: np.ndarray, share: float = MISLABELLED_SHARE, seed: int = MISLABELLED_SEED) -> dict[int, int]:
+    """`builtin:digits-mislabelled`: scan index -> the wrong digit it is filed under, for a random
+    `share` of the scans whose true digits are `labels` (N,); each wrong digit drawn from the other nine."""
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(labels), round(share * len(labels)), replace=False).tolist())
+    return {i: int(rng.choice([d for d in range(10) if d != labels[i]])) for i in chosen}
+
+
+def mislabelled_digits() -> dict[str, int]:
+    """The file name of every scan `builtin:digits-mislabelled` files under a wrong digit -> its
+    true digit: the answer key a label-issue finder is scored against (docs/cross-validation.md)."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    return {scan_name(i): int(labels[i]) for i in mislabelled_scans(labels)}
+
+
+@dataclass(frozen=True)
+class Digits:
+    """A single-label builtin made of scikit-learn's digits."""
+
+    keep: Callable[[int], float] | None = None  # per digit, the share of its scans kept (the first ones)
+    mislabelled: bool = False  # file MISLABELLED_SHARE of the scans under a wrong digit (`mislabelled_scans`)
+
+
+BUILTIN_SINGLE_LABEL: dict[str, Digits] = {
+    "builtin:digits": Digits(),
+    "builtin:digits-imbalanced": Digits(keep=long_tail),
+    "builtin:digits-mislabelled": Digits(mislabelled=True),
 }
 
 
-def write_builtin_digits(out: Path, share: Callable[[int], float] | None = None) -> None:
-    """scikit-learn's 1,797 real handwritten digits as PNGs, one folder per class; with `share`,
-    only the first round(share(digit) * count) scans of each digit."""
+def scan_name(index: int) -> str:
+    return f"{index:04d}.png"
+
+
+def write_builtin_digits(out: Path, variant: Digits = Digits()) -> None:
+    """scikit-learn's 1,797 real handwritten digits as PNGs, one folder per class; a `variant`
+    keeps a share of each digit's scans or files some under a wrong digit."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     kept = np.ones(len(digits.target), dtype=bool)
-    if share is not None:
+    if variant.keep is not None:
         for label in np.unique(digits.target):
             scans = np.flatnonzero(digits.target == label)
-            kept[scans[round(share(int(label)) * len(scans)):]] = False
-    for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+            kept[scans[round(variant.keep(int(label)) * len(scans)):]] = False
+    filed = dict(enumerate(digits.target.tolist())) | (mislabelled_scans(digits.target) if variant.mislabelled else {})
+    for i, pixels in enumerate(digits.images):
         if not kept[i]:
             continue
         ink = (pixels / 16.0 * 255).round().astype(np.uint8)  # (8, 8), white ink on black
         img = Image.fromarray(ink, mode="L").resize(
             (BUILTIN_DIGITS_SIZE, BUILTIN_DIGITS_SIZE), Image.Resampling.BICUBIC
         )
-        folder = out / str(label)
+        folder = out / str(filed[i])
         folder.mkdir(exist_ok=True)
-        img.save(folder / f"{i:04d}.png")
+        img.save(folder / scan_name(i))
 
 
 def fetch_archive(url: str, work: Path, sha256: str | None, limit_bytes: int) -> Path:
