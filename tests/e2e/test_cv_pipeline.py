@@ -5,6 +5,8 @@ summary, runs only those, and a rerun with nothing changed runs none."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +15,11 @@ import yaml
 from support.project import (
     PIPELINE_STAGES,
     assert_one_line_error,
+    command_env,
     copy_project,
     dvc_json,
     imgpipe,
+    queue_status,
     run,
     stage_in_process,
 )
@@ -85,6 +89,38 @@ def test_folds_as_stages_run_alone_then_not_at_all(project: Path):
     assert f"base ({FOLDS} folds)" in section and f"head ({FOLDS} folds)" in section
     assert "The same images held out fold by fold" in section and "by fold:" in section
     print(section)
+
+
+def test_folds_queued_as_experiments_come_back_from_the_run_cache(tmp_path: Path, committed_run):
+    """docs/cross-validation.md's parallel folds: with cv on in params.yaml, one queued experiment
+    per fold stage, two workers at once; then `dvc repro` restores every fold from the run cache
+    the workers filled and runs only the summary."""
+    project = copy_project(committed_run.repo, tmp_path / "repo")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["cv"] = {"folds": list(range(FOLDS)), "summary": [FOLDS]}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "cv on"], project)
+    for fold in range(FOLDS):
+        run(["dvc", "exp", "run", "--queue", f"cv_fold@{fold}"], project)
+    # The workers outlive `dvc queue start` and hold its stdout: do not wait for that to close.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, env=command_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    status, deadline = {}, time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = queue_status(project)
+        if len(status) == FOLDS and all(s in ("Success", "Failed") for s in status.values()):
+            break
+        time.sleep(1)
+    run(["dvc", "queue", "stop", "--kill"], project, check=False)
+    logs = {task: run(["dvc", "queue", "logs", task], project, check=False).stdout for task in status}
+    assert sorted(status.values()) == ["Success"] * FOLDS, logs
+    assert sorted(ran_stages(log).pop() for log in logs.values()) == sorted(CV_STAGES - {f"cv_summary@{FOLDS}"}), logs
+
+    repro = run(["dvc", "repro"], project)
+    assert ran_stages(repro.stdout) == {f"cv_summary@{FOLDS}"}, repro.stdout
+    for fold in range(FOLDS):
+        assert f"Stage 'cv_fold@{fold}' is cached - skipping run, checking out outputs" in repro.stdout
+    assert json.loads((project / "metrics/cv/metrics.json").read_text())["folds"] == FOLDS
 
 
 def test_more_folds_than_a_class_has_images_is_one_error_line(tmp_path, prepared_shapes):
