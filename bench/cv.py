@@ -93,7 +93,8 @@ def labels(root: Path, k: int) -> None:
           f"{len(ran(out))} stages):")
     print(f"  {len(truth)} scans filed under a wrong digit, {len(wrong)} of them in train+val; "
           f"{len(issues)} issues flagged, {flagged_wrong} of them wrong labels")
-    print(f"  at N = {len(wrong)}: precision = recall = {len(found) / len(wrong):.3f}; "
+    shown = min(len(wrong), len(issues))  # the top N rows, or every row when fewer are flagged
+    print(f"  top {shown} (N = {len(wrong)}): recall {len(found) / len(wrong):.3f}, precision {len(found) / max(shown, 1):.3f}; "
           f"all flagged: precision {flagged_wrong / max(len(issues), 1):.3f}, recall {flagged_wrong / len(wrong):.3f}")
     print(f"  the suggested label is the true digit for {right} of the {len(found)} found")
     print(f"  held-out accuracy {spread(summary, 'accuracy')} (against the labels as filed)")
