@@ -58,8 +58,7 @@ def cost(root: Path, k: int) -> None:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "default run"], project)
     training, _ = timed([dvc, "repro", "-f", "-s", "train"], project)
-    sets = [a for key, value in (("cv.folds", list(range(k))), ("cv.summary", [k]))
-            for a in ("-S", f"{key}={json.dumps(value).replace(' ', '')}")]  # fmt: skip
+    sets = [a for key, value in cv_params(k)["cv"].items() for a in ("-S", f"cv.{key}={json.dumps(value).replace(' ', '')}")]
     folds, out = timed([dvc, "exp", "run", *sets], project)
     stages = ran(out)
     expected = [*(f"cv_fold@{f}" for f in range(k)), f"cv_summary@{k}"]
@@ -79,7 +78,8 @@ def labels(root: Path, k: int) -> None:
     seconds, out = timed([str(BIN / "dvc"), "repro", f"cv_summary@{k}"], project)
     truth = {name: str(digit) for name, digit in mislabelled_digits().items()}
     table = pd.read_csv(project / ANNOTATIONS, dtype=str, keep_default_na=False)
-    in_folds = {p.rsplit("/", 1)[-1] for p in table.loc[table["split"] != "test", "path"] if p.startswith("original/")}
+    held_out = table[(table["split"] != "test") & (table["transform"] == "original")]  # what the folds score
+    in_folds = {p.rsplit("/", 1)[-1] for p in held_out["path"]}
     wrong = {name for name in truth if name in in_folds}
     issues = pd.read_csv(project / CV_METRICS / LABEL_ISSUES, sep="\t", dtype=str, keep_default_na=False)
     names = issues["path"].str.rsplit("/", n=1).str[-1]
